@@ -1,0 +1,1 @@
+"""Where jobs run (local Ray, a Ray cluster, Slurm, Kubernetes) and the `janus` command line."""

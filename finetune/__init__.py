@@ -1,0 +1,1 @@
+"""Fine-tuning and evaluation for NMT and GLGE-style tasks."""

@@ -1,0 +1,203 @@
+"""Decoding from one JANUS checkpoint: AR greedy and beam search (query stream, content-stream K/V
+cache) and NAR mask-predict (content stream, CMLM). Batched; runs on whatever device the model is on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from janus.masks import nar_items
+from janus.model import Encoded, JanusModel
+from janus.parallel import gather_from_tp
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS/EOS
+    score: float
+
+
+def _full_log_probs(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) -> torch.Tensor:
+    """Full-vocab log-probs; `forbid` ids (specials that must never be emitted) get -inf."""
+    logits = gather_from_tp(model.logits(hidden)).float()
+    logits[..., list(forbid)] = float("-inf")
+    return torch.log_softmax(logits, dim=-1)
+
+
+def _repeat(enc: Encoded, n: int) -> Encoded:
+    return Encoded(enc.states.repeat_interleave(n, 0), enc.pad.repeat_interleave(n, 0),
+                   enc.length_logits.repeat_interleave(n, 0))
+
+
+class ARStepper:
+    """Incremental AR decoding: each step feeds the previous token to the content stream (cached)
+    and one query at the next position, whose output predicts the next token."""
+
+    def __init__(self, model: JanusModel, enc: Encoded):
+        self.model, self.enc = model, enc
+        self.memory = model.memory_kv(enc)
+        self.cache: list[dict] = [dict() for _ in model.decoder]
+        self.t = 0  # number of content items cached
+
+    def step(self, prev: torch.Tensor) -> torch.Tensor:
+        """prev [N] token at position t; returns log-probs [N, V] of the token at position t+1."""
+        n, t = prev.shape[0], self.t
+        tokens = torch.stack([prev, torch.full_like(prev, self.model.cfg.mask_id)], 1)
+        positions = torch.tensor([t, t + 1], device=prev.device).expand(n, 2)
+        mask = torch.ones(n, 2, t + 2, dtype=torch.bool, device=prev.device)
+        mask[:, :, t + 1] = False  # nobody sees the query item
+        h = self.model.decode(self.enc, tokens, positions, mask, memory_kv=self.memory, cache=self.cache,
+                              cache_keep=1)
+        self.t += 1
+        c = self.model.cfg
+        return _full_log_probs(self.model, h[:, 1], (c.pad_id, c.bos_id, c.mask_id))
+
+    def reorder(self, index: torch.Tensor) -> None:
+        for c in self.cache:
+            c["k"], c["v"] = c["k"].index_select(0, index), c["v"].index_select(0, index)
+        self.memory = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory]
+        self.enc = Encoded(self.enc.states.index_select(0, index), self.enc.pad.index_select(0, index),
+                           self.enc.length_logits.index_select(0, index))
+
+
+def _max_len(model: JanusModel, max_len: int) -> int:
+    return min(max_len, model.cfg.max_positions)
+
+
+@torch.no_grad()
+def ar_greedy(model: JanusModel, src: torch.Tensor, max_len: int = 200) -> list[Hypothesis]:
+    cfg = model.cfg
+    limit = _max_len(model, max_len)
+    stepper = ARStepper(model, model.encode(src))
+    b = src.shape[0]
+    prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
+    out = [[] for _ in range(b)]
+    scores = [0.0] * b
+    done = torch.zeros(b, dtype=torch.bool, device=src.device)
+    for t in range(1, limit):
+        logp = stepper.step(prev)
+        if t == limit - 1:
+            logp[:, torch.arange(logp.shape[1]) != cfg.eos_id] = float("-inf")
+        best, nxt = logp.max(-1)
+        for i in (~done).nonzero().flatten().tolist():
+            scores[i] += float(best[i])
+            if int(nxt[i]) != cfg.eos_id:
+                out[i].append(int(nxt[i]))
+        done |= nxt.eq(cfg.eos_id)
+        if bool(done.all()):
+            break
+        prev = nxt.masked_fill(done, cfg.pad_id)
+    return [Hypothesis(o, s) for o, s in zip(out, scores)]
+
+
+@torch.no_grad()
+def ar_beam(model: JanusModel, src: torch.Tensor, beam: int = 5, length_penalty: float = 1.0,
+            max_len: int = 200) -> list[Hypothesis]:
+    """Beam search; a finished hypothesis scores sum(log p) / len^length_penalty (len incl. EOS).
+    An example stops once it has `beam` finished hypotheses."""
+    cfg = model.cfg
+    limit = _max_len(model, max_len)
+    b, dev = src.shape[0], src.device
+    stepper = ARStepper(model, _repeat(model.encode(src), beam))
+    scores = torch.full((b, beam), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # all beams start identical: keep only one alive at step 1
+    seqs: list[list[list[int]]] = [[[] for _ in range(beam)] for _ in range(b)]
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    prev = torch.full((b * beam,), cfg.bos_id, dtype=torch.long, device=dev)
+    for t in range(1, limit):
+        logp = stepper.step(prev)
+        vocab = logp.shape[-1]
+        if t == limit - 1:
+            logp[:, torch.arange(vocab) != cfg.eos_id] = float("-inf")
+        cand = (scores.unsqueeze(-1) + logp.view(b, beam, vocab)).view(b, -1)
+        top_s, top_i = cand.topk(2 * beam, dim=1)
+        top_s, top_i = top_s.tolist(), top_i.tolist()
+        select, new_scores, new_prev, new_seqs = [], [], [], []
+        for i in range(b):
+            keep = []
+            if len(finished[i]) < beam:
+                for s, idx in zip(top_s[i], top_i[i]):
+                    src_beam, tok = divmod(idx, vocab)
+                    if s == float("-inf"):
+                        break
+                    if tok == cfg.eos_id:
+                        if len(finished[i]) < beam:
+                            finished[i].append(Hypothesis(seqs[i][src_beam], s / (t ** length_penalty)))
+                        continue
+                    keep.append((s, src_beam, tok))
+                    if len(keep) == beam:
+                        break
+            while len(keep) < beam:  # finished example, or too few live candidates: inert filler beams
+                keep.append((float("-inf"), 0, cfg.pad_id))
+            for s, src_beam, tok in keep:
+                select.append(i * beam + src_beam)
+                new_scores.append(s)
+                new_prev.append(tok)
+            new_seqs.append([seqs[i][src_beam] + [tok] for _, src_beam, tok in keep])
+        if all(len(f) >= beam for f in finished):
+            break
+        index = torch.tensor(select, device=dev)
+        stepper.reorder(index)
+        scores = torch.tensor(new_scores, device=dev).view(b, beam)
+        prev = torch.tensor(new_prev, device=dev)
+        seqs = new_seqs
+    return [max(f, key=lambda h: h.score) for f in finished]
+
+
+def length_candidates(length_logits: torch.Tensor, length_beam: int, min_len: int, max_len: int) -> torch.Tensor:
+    """[B, length_beam] target lengths (incl. BOS/EOS): the predicted length L, then L-1, L+1, L-2, L+2."""
+    if not 1 <= length_beam <= 5:
+        raise ValueError(f"length_beam={length_beam} must be between 1 and 5")
+    offsets = torch.tensor([0, -1, 1, -2, 2][:length_beam], device=length_logits.device)
+    best = length_logits.argmax(-1, keepdim=True)
+    return (best + offsets).clamp(min_len, max_len)
+
+
+@torch.no_grad()
+def mask_predict(model: JanusModel, src: torch.Tensor, iterations: int = 10, length_beam: int = 3,
+                 max_len: int = 200, trace: list | None = None) -> list[Hypothesis]:
+    """Mask-predict (Ghazvininejad et al.) on the NAR content stream. Pass 0 predicts every token;
+    after pass t the n = N*(T-t)/T lowest-probability tokens are re-masked and re-predicted. All T passes
+    run. The candidate length with the highest mean log-prob wins. `trace`, if given, receives per
+    pass the re-masked positions of every candidate ([n_candidates, width] bool)."""
+    cfg = model.cfg
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations} must be >= 1")
+    b, dev = src.shape[0], src.device
+    enc = model.encode(src)
+    lengths = length_candidates(enc.length_logits, length_beam, 3, _max_len(model, max_len)).flatten()
+    enc = _repeat(enc, length_beam)
+    memory = model.memory_kv(enc)
+    n_cand, width = lengths.shape[0], int(lengths.max())
+    pos = torch.arange(width, device=dev).unsqueeze(0)
+    maskable = (pos > 0) & (pos < (lengths - 1).unsqueeze(1))
+    tokens = torch.full((n_cand, width), cfg.pad_id, dtype=torch.long, device=dev)
+    tokens[:, 0] = cfg.bos_id
+    tokens[torch.arange(n_cand, device=dev), lengths - 1] = cfg.eos_id
+    logprob = torch.zeros(n_cand, width, device=dev)
+    n_tokens = maskable.sum(1)
+    for it in range(iterations):
+        if it == 0:
+            remask = maskable
+        else:
+            n = (n_tokens * (iterations - it)) // iterations
+            order = logprob.masked_fill(~maskable, float("inf")).argsort(dim=1, stable=True)
+            ranks = torch.empty_like(order).scatter_(1, order, pos.expand(n_cand, -1).contiguous())
+            remask = maskable & (ranks < n.unsqueeze(1))
+        if trace is not None:
+            trace.append(remask.clone())
+        tokens = tokens.masked_fill(remask, cfg.mask_id)
+        items = nar_items(tokens, cfg.pad_id)
+        h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)
+        lp, pred = _full_log_probs(model, h, (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)).max(-1)
+        tokens = torch.where(remask, pred, tokens)
+        logprob = torch.where(remask, lp, logprob)
+    mean_lp = (logprob * maskable).sum(1) / n_tokens.clamp(min=1)
+    best = mean_lp.view(b, length_beam).argmax(1)
+    out = []
+    for i in range(b):
+        c = i * length_beam + int(best[i])
+        toks = tokens[c, 1:int(lengths[c]) - 1].tolist()
+        out.append(Hypothesis(toks, float(mean_lp[c])))
+    return out

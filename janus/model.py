@@ -1,0 +1,214 @@
+"""The JANUS encoder-decoder, built from megatron-core tensor-parallel layers.
+
+The decoder is ONE stack of weights. A decoder call takes any sequence of (token, position) items
+plus an explicit boolean attention mask; the two streams of the paper are just items of that
+sequence: content items carry real tokens or [MASK], query items carry the [MASK] embedding at the
+position they predict. `janus.masks` builds the items and masks for each pass; nothing here knows
+about AR or NAR.
+
+Under tensor parallelism attention heads and the FFN are split across ranks (column-parallel in,
+row-parallel out); the embedding is vocab-parallel and tied to the output projection, so logits
+come out as this rank's vocab shard. Everything else is replicated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from janus.config import ModelConfig
+from janus.parallel import copy_to_tp, megatron_config, tensor_parallel, tp_group, tp_size
+from janus.sharding import gather_full_state, load_full_state
+
+ColumnParallelLinear = tensor_parallel.ColumnParallelLinear
+RowParallelLinear = tensor_parallel.RowParallelLinear
+VocabParallelEmbedding = tensor_parallel.VocabParallelEmbedding
+
+
+def _normal_init(std: float):
+    return lambda w: nn.init.normal_(w, mean=0.0, std=std)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; heads split over TP ranks. Self-attention fuses Q,K,V in one column-
+    parallel GEMM laid out per head ([head, q|k|v, head_dim]) so a contiguous TP split keeps whole heads."""
+
+    def __init__(self, cfg: ModelConfig, cross: bool):
+        super().__init__()
+        mp = megatron_config()
+        d, h = cfg.d_model, cfg.n_heads
+        self.cross = cross
+        self.head_dim = d // h
+        self.local_heads = h // tp_size()
+        init = _normal_init(0.02)
+        out_init = _normal_init(0.02 / math.sqrt(2 * max(cfg.encoder_layers, cfg.decoder_layers)))
+        if cross:
+            self.q = ColumnParallelLinear(d, d, config=mp, init_method=init, bias=True, gather_output=False, tp_group=tp_group())
+            self.kv = ColumnParallelLinear(d, 2 * d, config=mp, init_method=init, bias=True, gather_output=False, tp_group=tp_group())
+        else:
+            self.qkv = ColumnParallelLinear(d, 3 * d, config=mp, init_method=init, bias=True, gather_output=False, tp_group=tp_group())
+        self.out = RowParallelLinear(d, d, config=mp, init_method=out_init, bias=True, input_is_parallel=True,
+                                     skip_bias_add=False, tp_group=tp_group())
+
+    def _heads(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+        b, t, _ = x.shape
+        x = x.view(b, t, self.local_heads, n, self.head_dim)
+        return [x[:, :, :, i].transpose(1, 2) for i in range(n)]  # each [B, H_local, T, hd]
+
+    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kv, _ = self.kv(memory)
+        k, v = self._heads(kv, 2)
+        return k, v
+
+    def forward(self, x, mask, cache: dict | None = None, cache_keep: int | None = None, memory_kv=None):
+        """x [B,T,d]; mask [B,T,Tk] bool (True = may attend). For self-attention with a cache, keys
+        are cache + new items, and the first `cache_keep` new items (the content stream) are cached."""
+        if self.cross:
+            q, _ = self.q(x)
+            (q,) = self._heads(q, 1)
+            k, v = memory_kv
+        else:
+            qkv, _ = self.qkv(x)
+            q, k, v = self._heads(qkv, 3)
+            if cache is not None:
+                keep = k.shape[2] if cache_keep is None else cache_keep
+                if "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                stored = k.shape[2] - q.shape[2] + keep
+                cache["k"], cache["v"] = k[:, :, :stored], v[:, :, :stored]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        b, _, t, _ = o.shape
+        o = o.transpose(1, 2).reshape(b, t, self.local_heads * self.head_dim)
+        out, _ = self.out(o)
+        return out
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        mp = megatron_config()
+        out_init = _normal_init(0.02 / math.sqrt(2 * max(cfg.encoder_layers, cfg.decoder_layers)))
+        self.fc1 = ColumnParallelLinear(cfg.d_model, cfg.ffn_dim, config=mp, init_method=_normal_init(0.02),
+                                        bias=True, gather_output=False, tp_group=tp_group())
+        self.fc2 = RowParallelLinear(cfg.ffn_dim, cfg.d_model, config=mp, init_method=out_init, bias=True,
+                                     input_is_parallel=True, skip_bias_add=False, tp_group=tp_group())
+        self.act = F.gelu if cfg.activation == "gelu" else F.relu
+
+    def forward(self, x):
+        h, _ = self.fc1(x)
+        out, _ = self.fc2(self.act(h))
+        return out
+
+
+class Layer(nn.Module):
+    """A Transformer layer: self-attention, optional cross-attention, FFN; pre- or post-norm."""
+
+    def __init__(self, cfg: ModelConfig, decoder: bool):
+        super().__init__()
+        self.pre_norm = cfg.norm == "pre"
+        self.self_attn = Attention(cfg, cross=False)
+        self.self_norm = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = Attention(cfg, cross=True) if decoder else None
+        self.cross_norm = nn.LayerNorm(cfg.d_model) if decoder else None
+        self.ffn = FeedForward(cfg)
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _block(self, x, norm, fn):
+        if self.pre_norm:
+            return x + self.dropout(fn(norm(x)))
+        return norm(x + self.dropout(fn(x)))
+
+    def forward(self, x, mask, cache=None, cache_keep=None, memory_kv=None, memory_mask=None):
+        x = self._block(x, self.self_norm, lambda h: self.self_attn(h, mask, cache=cache, cache_keep=cache_keep))
+        if self.cross_attn is not None:
+            x = self._block(x, self.cross_norm, lambda h: self.cross_attn(h, memory_mask, memory_kv=memory_kv))
+        return self._block(x, self.ffn_norm, self.ffn)
+
+
+@dataclass
+class Encoded:
+    states: torch.Tensor  # [B, S, d]
+    pad: torch.Tensor  # [B, S] bool, True at padding
+    length_logits: torch.Tensor  # [B, max_length_classes]
+
+
+class JanusModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate(tp_size())
+        self.cfg = cfg
+        d = cfg.d_model
+        # std d^-0.5: N(0,1) embeddings tied to the output give huge logits and subnormal gradients
+        self.embed = VocabParallelEmbedding(cfg.vocab_size, d, init_method=_normal_init(d ** -0.5),
+                                            config=megatron_config(), tp_group=tp_group())
+        self.embed_scale = math.sqrt(d)
+        self.positions = nn.Embedding(cfg.max_positions, d)
+        nn.init.normal_(self.positions.weight, std=d ** -0.5)
+        self.encoder = nn.ModuleList(Layer(cfg, decoder=False) for _ in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(Layer(cfg, decoder=True) for _ in range(cfg.decoder_layers))
+        self.enc_embed_norm = nn.LayerNorm(d)
+        self.dec_embed_norm = nn.LayerNorm(d)
+        self.enc_final_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.dec_final_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.length_head = nn.Linear(d, cfg.max_length_classes)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    # ---- embeddings and output ----
+    def _embed(self, tokens, positions, norm):
+        if int(positions.max()) >= self.cfg.max_positions:
+            raise ValueError(f"sequence position {int(positions.max())} exceeds max_positions="
+                             f"{self.cfg.max_positions}: truncate inputs or raise max_positions")
+        x = self.embed(tokens) * self.embed_scale + self.positions(positions)
+        return self.dropout(norm(x))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Tied output projection: this rank's vocab shard of the logits."""
+        return F.linear(copy_to_tp(hidden), self.embed.weight)
+
+    # ---- encoder ----
+    def encode(self, src: torch.Tensor) -> Encoded:
+        pad = src.eq(self.cfg.pad_id)
+        pos = torch.arange(src.shape[1], device=src.device).expand_as(src)
+        x = self._embed(src, pos, self.enc_embed_norm)
+        mask = (~pad).unsqueeze(1).expand(-1, src.shape[1], -1)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        x = self.enc_final_norm(x)
+        keep = (~pad).unsqueeze(-1).to(x.dtype)
+        pooled = (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return Encoded(states=x, pad=pad, length_logits=self.length_head(pooled))
+
+    def memory_kv(self, enc: Encoded) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention K/V of every decoder layer; computed once per source, shared by all streams."""
+        return [layer.cross_attn.project_kv(enc.states) for layer in self.decoder]
+
+    # ---- decoder ----
+    def decode(self, enc: Encoded, tokens, positions, mask, memory_kv=None, cache: list[dict] | None = None,
+               cache_keep: int | None = None):
+        """Run the decoder over items (tokens[B,T] at positions[B,T]) with self-attention mask
+        mask[B,T,Tk] (Tk = cached + T). With `cache` (one dict per layer), only the first `cache_keep`
+        items' K/V are kept for later calls. Returns hidden states [B,T,d]."""
+        memory_kv = memory_kv if memory_kv is not None else self.memory_kv(enc)
+        memory_mask = (~enc.pad).unsqueeze(1).expand(-1, tokens.shape[1], -1)
+        x = self._embed(tokens, positions, self.dec_embed_norm)
+        for i, layer in enumerate(self.decoder):
+            x = layer(x, mask, cache=None if cache is None else cache[i], cache_keep=cache_keep, memory_kv=memory_kv[i],
+                      memory_mask=memory_mask)
+        return self.dec_final_norm(x)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- whole (unsharded) state dicts, for checkpoints that move across TP sizes ----
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The TP=1-equivalent state dict, gathered from every TP rank (collective at TP > 1)."""
+        return gather_full_state(self)
+
+    def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        load_full_state(self, state)

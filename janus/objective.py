@@ -1,0 +1,138 @@
+"""The JANUS objective: P_AR, P_NAR and P_AUX from one decoder, and every loss term of the spec.
+
+Which passes run follows from the weights: AR-only (only `ar` > 0) runs the AR pass alone; CMLM-only
+(`nar`, `length`) runs the NAR content stream alone; JANUS runs both passes with the AUX query stream.
+All softmax/KL arithmetic is done on this rank's vocab shard with sums all-reduced over TP ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from janus.masks import ar_items, janus_nar_items, masked_items, nar_items
+from janus.model import JanusModel
+from janus.parallel import vocab_parallel_log_softmax, vocab_pick, vocab_sum
+
+
+@dataclass
+class ObjectiveConfig:
+    ar: float = 1.0  # LS(P_AR, y) over all target tokens
+    kl_ar_nar: float = 1.0  # SKL(P_AR[M], P_NAR[M])
+    kl_ar_aux: float = 3.0  # SKL(P_AR[M], P_AUX[M])
+    aux: float = 0.5  # LS(P_AUX[M], y_M)
+    nar: float = 0.5  # LS(P_NAR[M], y_M)
+    length: float = 0.1  # CE(length)
+    kl_nar_aux: float = 1.0  # SKL(P_NAR[M], P_AUX[M])
+    label_smoothing: float = 0.1
+    aux_order: str = "left_to_right"  # left_to_right | permutation (the XLNet variant)
+
+    @property
+    def needs_ar(self) -> bool:
+        return any(w > 0 for w in (self.ar, self.kl_ar_nar, self.kl_ar_aux))
+
+    @property
+    def needs_aux(self) -> bool:
+        return any(w > 0 for w in (self.aux, self.kl_ar_aux, self.kl_nar_aux))
+
+    @property
+    def needs_nar(self) -> bool:
+        return self.needs_aux or any(w > 0 for w in (self.nar, self.kl_ar_nar, self.length))
+
+
+OBJECTIVES: dict[str, dict] = {
+    # the NMT objective as released
+    "janus": {},
+    # BART-style pretraining: 0.5*(NLL_AR + NLL_NAR + NLL_AUX) + 0.5*(SKL(NAR,AUX) + SKL(AR,AUX))
+    "janus-pretrain": dict(ar=0.5, nar=0.5, aux=0.5, kl_nar_aux=0.5, kl_ar_aux=0.5, kl_ar_nar=0.0, length=0.0,
+                           label_smoothing=0.0),
+    "ar": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0),
+    "cmlm": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=1.0, length=0.1, kl_nar_aux=0.0),
+}
+
+
+def objective(name: str, **overrides) -> ObjectiveConfig:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+    return dataclasses.replace(ObjectiveConfig(**OBJECTIVES[name]), **overrides)
+
+
+@dataclass
+class Batch:
+    src: torch.Tensor  # [B, S] source ids, padded
+    tgt: torch.Tensor  # [B, L] bos .. eos, padded
+    masked: torch.Tensor  # [B, L] bool: the decoder's NAR masked set M
+    order: torch.Tensor | None = None  # [B, L] generation rank of each position for P_AUX (None: left to right)
+
+    def to(self, device) -> "Batch":
+        return Batch(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
+
+
+def label_smoothed_nll(logp: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps: float,
+                       vocab: int) -> torch.Tensor:
+    nll = -vocab_pick(logp, target)
+    loss = (1.0 - eps) * nll - eps * vocab_sum(logp) / vocab if eps > 0 else nll
+    return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(KL(p||q) + KL(q||p)) / 2 = sum_v (p - q)(log p - log q) / 2, mean over valid positions."""
+    skl = 0.5 * vocab_sum((logp.exp() - logq.exp()) * (logp - logq))
+    return (skl * valid).sum() / valid.sum().clamp(min=1)
+
+
+def length_targets(tgt: torch.Tensor, pad_id: int, classes: int) -> torch.Tensor:
+    return tgt.ne(pad_id).sum(1).clamp(max=classes - 1)
+
+
+def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Returns the weighted total and each term (unweighted) for logging."""
+    mc = model.cfg
+    tgt = batch.tgt
+    eps, vocab = cfg.label_smoothing, mc.vocab_size
+    enc = model.encode(batch.src)
+    memory = model.memory_kv(enc)
+    terms: dict[str, torch.Tensor] = {}
+    weights = dataclasses.asdict(cfg)
+
+    mpos, mvalid = masked_items(batch.masked, batch.order)
+    y_m = tgt.gather(1, mpos)
+    valid_m = mvalid.float()
+
+    if cfg.needs_ar:
+        items = ar_items(tgt, mc.pad_id, mc.mask_id)
+        n = tgt.shape[1] - 1
+        h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
+        logp_ar = vocab_parallel_log_softmax(model.logits(h))  # row t-1 predicts tgt[:, t]
+        terms["ar"] = label_smoothed_nll(logp_ar, tgt[:, 1:], tgt[:, 1:].ne(mc.pad_id).float(), eps, vocab)
+        # AR predictions of the masked tokens: y_t is predicted at query row t-1
+        logp_ar_m = logp_ar.gather(1, (mpos - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, logp_ar.shape[-1]))
+
+    if cfg.needs_nar:
+        noised = tgt.masked_fill(batch.masked, mc.mask_id)
+        length = tgt.shape[1]
+        if cfg.needs_aux:
+            items = janus_nar_items(tgt, noised, mpos, mvalid, mc.pad_id, mc.mask_id)
+        else:
+            items = nar_items(noised, mc.pad_id)
+        h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)
+        h_nar = h[:, :length].gather(1, mpos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        logp_nar = vocab_parallel_log_softmax(model.logits(h_nar))
+        terms["nar"] = label_smoothed_nll(logp_nar, y_m, valid_m, eps, vocab)
+        if cfg.needs_aux:
+            k = mpos.shape[1]
+            logp_aux = vocab_parallel_log_softmax(model.logits(h[:, length + k:]))
+            terms["aux"] = label_smoothed_nll(logp_aux, y_m, valid_m, eps, vocab)
+            terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m)
+        if cfg.needs_ar:
+            terms["kl_ar_nar"] = symmetric_kl(logp_ar_m, logp_nar, valid_m)
+        if cfg.needs_ar and cfg.needs_aux:
+            terms["kl_ar_aux"] = symmetric_kl(logp_ar_m, logp_aux, valid_m)
+        terms["length"] = F.cross_entropy(enc.length_logits.float(),
+                                          length_targets(tgt, mc.pad_id, mc.max_length_classes))
+
+    total = sum(weights[name] * value for name, value in terms.items() if weights[name] > 0)
+    return total, terms

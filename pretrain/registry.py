@@ -1,0 +1,94 @@
+"""Fetch pinned packages from the registries this machine reaches (Debian via apt, PyPI, npm),
+verify their sha256, and unpack them into a cache. Downloads land under a temporary name and are
+renamed only once verified, so a half-downloaded package is never taken for a whole one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+class FetchError(RuntimeError):
+    """A source could not be fetched; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("JANUS_CACHE", Path.home() / ".cache" / "janus-seq"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
+    if shutil.which(cmd[0]) is None:
+        raise FetchError(f"{cmd[0]} is not installed; it is needed to fetch {what}")
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise FetchError(f"fetching {what} failed ({' '.join(cmd[:2])}): {last}")
+
+
+def _apt_options(root: Path) -> list[str]:
+    return [f"-o=Dir::State::Lists={root / 'lists'}", f"-o=Dir::Cache={root / 'cache'}",
+            "-o=Debug::NoLocking=1"]
+
+
+def apt_update(root: Path, languages: str | None = None) -> Path:
+    """`apt-get update` into a private lists dir (no root install, the system's lists untouched)."""
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    stamp = root / f"lists/.updated-{languages or 'none'}"
+    if not stamp.exists():
+        opts = _apt_options(root) + ([f"-o=Acquire::Languages={languages}"] if languages else [])
+        _run(["apt-get", *opts, "update", "-qq"], "the Debian package index")
+        stamp.touch()
+    return root / "lists"
+
+
+def apt_package(name: str, version: str, sha256: str | None) -> Path:
+    """Download NAME=VERSION as a .deb into the cache and return its path (verified)."""
+    root = cache_dir() / "apt"
+    debs = root / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    final = debs / f"{name}_{version.replace(':', '%3a')}.deb"
+    if final.exists() and (sha256 is None or sha256_file(final) == sha256):
+        return final
+    apt_update(root)
+    with tempfile.TemporaryDirectory(dir=debs) as tmp:
+        _run(["apt-get", *_apt_options(root), "download", f"{name}={version}"], f"Debian package {name}={version}",
+             cwd=Path(tmp))
+        got = list(Path(tmp).glob("*.deb"))
+        if len(got) != 1:
+            raise FetchError(f"apt-get download {name}={version} produced {len(got)} files, expected 1")
+        digest = sha256_file(got[0])
+        if sha256 is not None and digest != sha256:
+            raise FetchError(f"{name}={version}: sha256 {digest} does not match the pinned {sha256}; "
+                             "the registry changed: update the pin in the recipe after checking the package")
+        os.replace(got[0], final)
+    return final
+
+
+def unpack_deb(deb: Path) -> Path:
+    """dpkg -x into a cache dir named after the .deb; an interrupted unpack is redone."""
+    out = deb.with_suffix(".x")
+    done = out / ".complete"
+    if done.exists():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    tmp = deb.with_suffix(".x.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _run(["dpkg", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
+    (tmp / ".complete").touch()
+    os.replace(tmp, out)
+    return out

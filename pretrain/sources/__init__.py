@@ -1,0 +1,1 @@
+"""One recipe per real-data source listed in shared/spec/data-sources.md."""

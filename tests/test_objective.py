@@ -1,0 +1,66 @@
+"""Every term of the objective, its weights, and the baselines selected by config."""
+
+import pytest
+import torch
+
+from janus.config import preset
+from janus.model import JanusModel
+from janus.noising import span_mask
+from janus.objective import OBJECTIVES, Batch, compute_loss, objective
+from janus.tokenizer import pad_batch
+
+
+@pytest.fixture(scope="module")
+def setup(tokenizer, real_pairs):
+    torch.manual_seed(0)
+    model = JanusModel(preset("tiny", vocab_size=tokenizer.vocab_size))
+    pairs = real_pairs[:8]
+    src = pad_batch([tokenizer.encode(s) for s, _ in pairs])
+    tgt = pad_batch([tokenizer.encode(t) for _, t in pairs])
+    return model, Batch(src, tgt, span_mask(tgt, 0, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("name, terms", [
+    ("janus", {"ar", "nar", "aux", "length", "kl_ar_nar", "kl_ar_aux", "kl_nar_aux"}),
+    ("janus-pretrain", {"ar", "nar", "aux", "length", "kl_ar_nar", "kl_ar_aux", "kl_nar_aux"}),
+    ("ar", {"ar"}),
+    ("cmlm", {"nar", "length"}),
+])
+def test_baselines_compute_only_their_terms(setup, name, terms):
+    model, batch = setup
+    total, got = compute_loss(model, batch, objective(name))
+    assert set(got) == terms
+    weights = vars(objective(name))
+    assert torch.allclose(total, sum(weights[k] * v for k, v in got.items()))
+
+
+def test_each_weight_is_configurable(setup):
+    model, batch = setup
+    base_total, terms = compute_loss(model, batch, objective("janus"))
+    for name in ("ar", "nar", "aux", "length", "kl_ar_nar", "kl_ar_aux", "kl_nar_aux"):
+        w = getattr(objective("janus"), name)
+        total, _ = compute_loss(model, batch, objective("janus", **{name: w + 1.0}))
+        assert torch.allclose(total, base_total + terms[name], atol=1e-5), name
+
+
+def test_released_nmt_weights_and_pretraining_formula():
+    nmt = objective("janus")
+    assert (nmt.ar, nmt.kl_ar_nar, nmt.kl_ar_aux, nmt.aux, nmt.nar, nmt.length, nmt.kl_nar_aux) == \
+        (1.0, 1.0, 3.0, 0.5, 0.5, 0.1, 1.0)
+    assert nmt.label_smoothing == 0.1
+    pre = objective("janus-pretrain")
+    assert (pre.ar, pre.nar, pre.aux, pre.kl_nar_aux, pre.kl_ar_aux, pre.kl_ar_nar) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.0)
+    assert set(OBJECTIVES) >= {"janus", "janus-pretrain", "ar", "cmlm"}
+
+
+def test_label_smoothing_matches_torch(setup):
+    """Our vocab-parallel LS-CE equals torch's cross_entropy(label_smoothing) at TP=1."""
+    model, batch = setup
+    _, terms = compute_loss(model, batch, objective("ar", label_smoothing=0.1))
+    from janus.masks import ar_items
+    items = ar_items(batch.tgt, 0, 4)
+    h = model.decode(model.encode(batch.src), items.tokens, items.positions, items.mask)
+    logits = model.logits(h[:, batch.tgt.shape[1] - 1:])
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.tgt[:, 1:].flatten(), ignore_index=0,
+                                            label_smoothing=0.1)
+    assert torch.allclose(terms["ar"], ref, atol=1e-5)
