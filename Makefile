@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml requirements-cpu.txt Makefile
 demo: setup
 	$(BIN)/janus demo
 
+# the allocator settings the `janus` CLI sets for itself (see cluster/cli.py)
+export MALLOC_MMAP_MAX_ := 0
+export MALLOC_TRIM_THRESHOLD_ := 1099511627776
+
 test: setup
 	$(BIN)/python -m pytest -q
 

@@ -72,23 +72,23 @@ def ar_greedy(model: JanusModel, src: torch.Tensor, max_len: int = 200) -> list[
     stepper = ARStepper(model, model.encode(src))
     b = src.shape[0]
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
-    out = [[] for _ in range(b)]
-    scores = [0.0] * b
+    steps, scores = [], torch.zeros(b, device=src.device)
     done = torch.zeros(b, dtype=torch.bool, device=src.device)
     for t in range(1, limit):
         logp = stepper.step(prev)
         if t == limit - 1:
-            logp[:, torch.arange(logp.shape[1]) != cfg.eos_id] = float("-inf")
+            logp[:, torch.arange(logp.shape[1], device=logp.device) != cfg.eos_id] = float("-inf")
         best, nxt = logp.max(-1)
-        for i in (~done).nonzero().flatten().tolist():
-            scores[i] += float(best[i])
-            if int(nxt[i]) != cfg.eos_id:
-                out[i].append(int(nxt[i]))
+        scores += best.masked_fill(done, 0.0)
+        nxt = nxt.masked_fill(done, cfg.pad_id)
+        steps.append(nxt)
         done |= nxt.eq(cfg.eos_id)
         if bool(done.all()):
             break
-        prev = nxt.masked_fill(done, cfg.pad_id)
-    return [Hypothesis(o, s) for o, s in zip(out, scores)]
+        prev = nxt
+    out = torch.stack(steps, 1).tolist()
+    specials = (cfg.eos_id, cfg.pad_id)
+    return [Hypothesis([x for x in row if x not in specials], float(sc)) for row, sc in zip(out, scores)]
 
 
 @torch.no_grad()
@@ -109,7 +109,7 @@ def ar_beam(model: JanusModel, src: torch.Tensor, beam: int = 5, length_penalty:
         logp = stepper.step(prev)
         vocab = logp.shape[-1]
         if t == limit - 1:
-            logp[:, torch.arange(vocab) != cfg.eos_id] = float("-inf")
+            logp[:, torch.arange(vocab, device=logp.device) != cfg.eos_id] = float("-inf")
         cand = (scores.unsqueeze(-1) + logp.view(b, beam, vocab)).view(b, -1)
         top_s, top_i = cand.topk(2 * beam, dim=1)
         top_s, top_i = top_s.tolist(), top_i.tolist()

@@ -65,7 +65,7 @@ class Attention(nn.Module):
         return k, v
 
     def forward(self, x, mask, cache: dict | None = None, cache_keep: int | None = None, memory_kv=None):
-        """x [B,T,d]; mask [B,T,Tk] bool (True = may attend). For self-attention with a cache, keys
+        """x [B,T,d]; mask: additive float [B,1,T|1,Tk] (see `attention_bias`). For self-attention with a cache, keys
         are cache + new items, and the first `cache_keep` new items (the content stream) are cached."""
         if self.cross:
             q, _ = self.q(x)
@@ -81,7 +81,7 @@ class Attention(nn.Module):
                     v = torch.cat([cache["v"], v], dim=2)
                 stored = k.shape[2] - q.shape[2] + keep
                 cache["k"], cache["v"] = k[:, :, :stored], v[:, :, :stored]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, t, _ = o.shape
         o = o.transpose(1, 2).reshape(b, t, self.local_heads * self.head_dim)
         out, _ = self.out(o)
@@ -131,6 +131,13 @@ class Layer(nn.Module):
         return self._block(x, self.ffn_norm, self.ffn)
 
 
+def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool [B, T, Tk] (True = may attend) -> additive [B, 1, T, Tk]: 0 or -inf. Built once per call and
+    shared by every layer and head (SDPA would otherwise convert a bool mask in each layer, fwd and bwd)."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return bias.masked_fill_(~allowed, float("-inf")).unsqueeze(1)
+
+
 @dataclass
 class Encoded:
     states: torch.Tensor  # [B, S, d]
@@ -176,7 +183,7 @@ class JanusModel(nn.Module):
         pad = src.eq(self.cfg.pad_id)
         pos = torch.arange(src.shape[1], device=src.device).expand_as(src)
         x = self._embed(src, pos, self.enc_embed_norm)
-        mask = (~pad).unsqueeze(1).expand(-1, src.shape[1], -1)
+        mask = attention_bias((~pad).unsqueeze(1), x.dtype)  # [B, 1, 1, S]: key padding only
         for layer in self.encoder:
             x = layer(x, mask)
         x = self.enc_final_norm(x)
@@ -195,8 +202,9 @@ class JanusModel(nn.Module):
         mask[B,T,Tk] (Tk = cached + T). With `cache` (one dict per layer), only the first `cache_keep`
         items' K/V are kept for later calls. Returns hidden states [B,T,d]."""
         memory_kv = memory_kv if memory_kv is not None else self.memory_kv(enc)
-        memory_mask = (~enc.pad).unsqueeze(1).expand(-1, tokens.shape[1], -1)
         x = self._embed(tokens, positions, self.dec_embed_norm)
+        memory_mask = attention_bias((~enc.pad).unsqueeze(1), x.dtype)
+        mask = attention_bias(mask, x.dtype)
         for i, layer in enumerate(self.decoder):
             x = layer(x, mask, cache=None if cache is None else cache[i], cache_keep=cache_keep, memory_kv=memory_kv[i],
                       memory_mask=memory_mask)

@@ -10,6 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
+from janus.tokenizer import Tokenizer, train_tokenizer
+from pretrain.registry import cache_dir
+
 SPLITS = ("train", "dev", "test")
 
 
@@ -76,3 +79,12 @@ def read_pairs(data_dir: Path, split: str) -> list[tuple[str, str]]:
         raise ValueError(f"{data_dir}/{split}.src has {len(src)} lines but {split}.tgt has {len(tgt)}: "
                          "the two sides must be line-aligned")
     return list(zip(src, tgt))
+
+
+def nmt_tokenizer(vocab_size: int = 8000, pair: str = "en-de") -> tuple[Path, Tokenizer]:
+    """The LibreOffice NMT data and a joint tokenizer trained on its train split (both cached)."""
+    data = fetch_nmt(cache_dir() / "datasets" / f"nmt-{pair}", pair)
+    path = cache_dir() / "tokenizers" / f"nmt-{pair}-{vocab_size}.model"
+    if not path.exists():
+        train_tokenizer((s for p in read_pairs(data, "train") for s in p), path, vocab_size=vocab_size)
+    return data, Tokenizer(path)

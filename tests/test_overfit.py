@@ -28,7 +28,7 @@ def test_tiny_model_overfits_64_real_pairs(tokenizer, real_pairs):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        history.append({k: float(v) for k, v in terms.items()})
+        history.append({k: v.item() for k, v in terms.items()})
     assert set(history[0]) == {"ar", "nar", "aux", "length", "kl_ar_nar", "kl_ar_aux", "kl_nar_aux"}
     final = {k: sum(h[k] for h in history[-10:]) / 10 for k in history[0]}
     for name in ("ar", "nar", "aux", "length"):

@@ -1,0 +1,32 @@
+"""Token-budget batches bucketed by length, and padding into model tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from janus.noising import target_mask
+from janus.objective import Batch
+from janus.tokenizer import pad_batch
+
+
+def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) -> list[list[int]]:
+    """Indices grouped so each batch holds about `budget` tokens of similar length (sorted by length
+    with random tie order, cut by budget, batch order shuffled by `gen`)."""
+    jitter = torch.rand(len(lengths), generator=gen).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], jitter[i]))
+    batches, current, longest = [], [], 0
+    for i in order:
+        longest = max(longest, lengths[i])
+        if current and longest * (len(current) + 1) > budget:
+            batches.append(current)
+            current, longest = [], lengths[i]
+        current.append(i)
+    if current:
+        batches.append(current)
+    perm = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in perm]
+
+
+def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "span") -> Batch:
+    tgt_t = pad_batch(tgt)
+    return Batch(pad_batch(src), tgt_t, target_mask(tgt_t, 0, gen, kind=masking))

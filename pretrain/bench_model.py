@@ -1,0 +1,150 @@
+"""`janus bench model`: forward+backward throughput of the AR-only, CMLM-only and JANUS objectives on
+the same model and the same batch of real pairs, FLOPs counted by torch's FlopCounterMode, against
+this machine's fp32 matmul peak measured in the same process."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from janus.config import preset
+from janus.model import JanusModel
+from janus.noising import span_mask
+from janus.objective import Batch, compute_loss, objective
+from janus.parallel import init_parallel
+from janus.tokenizer import Tokenizer, pad_batch
+from pretrain.datasets import nmt_tokenizer, read_pairs
+
+
+def measure_peak_gflops(n: int = 2048, reps: int = 7) -> float:
+    """Median fp32 GEMM throughput of an n x n x n matmul: the peak our MFU is relative to."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def real_batch(tok: Tokenizer, data: Path, target_tokens: int, lengths: tuple[int, int] = (20, 32),
+               seed: int = 0) -> Batch:
+    """Real pairs from one length bucket (as the loader's bucketing gives), so padding stays small."""
+    pairs = read_pairs(data, "train")
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    src, tgt, count = [], [], 0
+    for i in order:
+        s, t = tok.encode(pairs[i][0]), tok.encode(pairs[i][1])
+        if not (lengths[0] <= len(t) <= lengths[1] and lengths[0] <= len(s) <= lengths[1]):
+            continue
+        src.append(s)
+        tgt.append(t)
+        count += len(t)
+        if count >= target_tokens:
+            break
+    tgt_t = pad_batch(tgt)
+    return Batch(pad_batch(src), tgt_t, span_mask(tgt_t, 0, torch.Generator().manual_seed(seed)))
+
+
+def decoder_positions(batch: Batch, obj: str) -> dict[str, int]:
+    """Positions that pass through the decoder and through the output projection, per objective."""
+    length = batch.tgt.shape[1]
+    b = batch.tgt.shape[0]
+    k = int(batch.masked.sum(1).max())
+    ar_dec, ar_out = 2 * (length - 1), length - 1
+    if obj == "ar":
+        return {"dec": b * ar_dec, "out": b * ar_out}
+    if obj == "cmlm":
+        return {"dec": b * length, "out": b * k}
+    return {"dec": b * (ar_dec + length + 2 * k), "out": b * (ar_out + 2 * k)}
+
+
+def theory_ratio(cfg, batch: Batch) -> float:
+    """JANUS/AR step cost predicted by counting positions, weighting each by its linear-layer FLOPs."""
+    d, f, v = cfg.d_model, cfg.ffn_dim, cfg.vocab_size
+    enc_pos = batch.src.numel()
+    c_enc = cfg.encoder_layers * (4 * d * d + 2 * d * f) + cfg.decoder_layers * 2 * d * d  # + cross K/V
+    c_dec = cfg.decoder_layers * (6 * d * d + 2 * d * f)
+    cost = {o: enc_pos * c_enc + p["dec"] * c_dec + p["out"] * d * v
+            for o in ("ar", "janus") for p in [decoder_positions(batch, o)]}
+    return cost["janus"] / cost["ar"]
+
+
+def step_time(model, batch, obj, warmup: int = 2, reps: int = 5) -> tuple[float, float]:
+    cfg = objective(obj)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss, _ = compute_loss(model, batch, cfg)
+        loss.backward()
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return statistics.median(times), counter.get_total_flops()
+
+
+def bench_model(preset_name: str = "small", out: str | None = None, target_tokens: int = 4096,
+                threads: int = 2, vocab_size: int = 8000) -> dict:
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    init_parallel(1)
+    data, tok = nmt_tokenizer(vocab_size)
+    cfg = preset(preset_name, vocab_size=tok.vocab_size, dropout=0.0)
+    batch = real_batch(tok, data, target_tokens)
+    tgt_tokens = int(batch.tgt.ne(0).sum())
+    peak = measure_peak_gflops()
+    results = {}
+    for obj in ("ar", "cmlm", "janus"):
+        torch.manual_seed(0)
+        model = JanusModel(cfg)
+        seconds, flops = step_time(model, batch, obj)
+        results[obj] = {"seconds_per_step": seconds, "tokens_per_s": tgt_tokens / seconds,
+                        "gflops": flops / 1e9, "achieved_gflop_s": flops / seconds / 1e9,
+                        "mfu": flops / seconds / 1e9 / peak}
+    peak_after = measure_peak_gflops()
+    report = {
+        "preset": preset_name, "threads": threads, "batch_examples": batch.tgt.shape[0],
+        "target_tokens": tgt_tokens, "source_tokens": int(batch.src.ne(0).sum()),
+        "padding_fraction": 1 - tgt_tokens / batch.tgt.numel(),
+        "params": sum(p.numel() for p in JanusModel(cfg).parameters()),
+        "peak_gflop_s": peak, "peak_gflop_s_after": peak_after,
+        "tokens_per_s": {o: r["tokens_per_s"] for o, r in results.items()},
+        "mfu": {o: r["mfu"] for o, r in results.items()},
+        "achieved_gflop_s": {o: r["achieved_gflop_s"] for o, r in results.items()},
+        "janus_over_ar": results["janus"]["seconds_per_step"] / results["ar"]["seconds_per_step"],
+        "janus_over_ar_theory": theory_ratio(cfg, batch),
+        "janus_over_ar_flops": results["janus"]["gflops"] / results["ar"]["gflops"],
+        "load_average": os.getloadavg(),
+        "torch": torch.__version__,
+    }
+    print_table(report)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def print_table(r: dict) -> None:
+    print(f"preset {r['preset']}  {r['params'] / 1e6:.1f}M params  batch {r['batch_examples']} pairs, "
+          f"{r['target_tokens']} target tokens  threads {r['threads']}  peak {r['peak_gflop_s']:.1f} GFLOP/s")
+    print(f"{'objective':<10}{'tokens/s':>12}{'GFLOP/s':>10}{'MFU':>8}")
+    for o in ("ar", "cmlm", "janus"):
+        print(f"{o:<10}{r['tokens_per_s'][o]:>12.0f}{r['achieved_gflop_s'][o]:>10.1f}{r['mfu'][o]:>8.1%}")
+    print(f"JANUS/AR step cost {r['janus_over_ar']:.2f}x  (position-count theory {r['janus_over_ar_theory']:.2f}x, "
+          f"FLOP ratio {r['janus_over_ar_flops']:.2f}x)")

@@ -1,0 +1,29 @@
+"""The `janus` command line as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+
+def janus(*args):
+    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_bench_model_writes_its_json(tmp_path, nmt_dir):
+    out = tmp_path / "bench.json"
+    proc = janus("bench", "model", "--preset", "tiny", "--target-tokens", "256", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    for obj in ("ar", "cmlm", "janus"):
+        assert report["tokens_per_s"][obj] > 0 and 0 < report["mfu"][obj] < 1.5
+    assert report["janus_over_ar"] > 1 and report["janus_over_ar_theory"] > 1
+    assert report["peak_gflop_s"] > 0
+    assert "JANUS/AR step cost" in proc.stdout
+
+
+def test_bad_input_gives_one_line_error():
+    proc = janus("data", "fetch", "nmt", "--pair", "english")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--pair 'english' must look like SRC-TGT" in proc.stderr
+    proc = janus("data", "fetch", "nope")
+    assert proc.returncode != 0 and "available: nmt" in proc.stderr
