@@ -1,0 +1,204 @@
+"""A streaming loader over pair shards that resumes exactly.
+
+webdataset reads the shards (local paths or any URL it accepts: file:, pipe:, http(s):), but keeps no
+state, so the order is ours and fully determined by (seed, epoch, stream):
+- every (data-parallel rank, DataLoader worker) is one *stream*; in epoch e the shards are permuted by
+  (seed, e) and stream g of G takes shards g, g+G, ...; each shard's pairs are shuffled by (seed, e, shard);
+- a stream cuts its pairs into windows of `window` pairs; a window is bucketed by length into
+  token-budget batches whose order and masks are drawn from generators seeded by (seed, stream, window).
+A stream's state is therefore just (epoch, shard position, pair offset, window number, batches done),
+saved with the checkpoint; restored, the stream re-reads its window and skips what was consumed. The
+loader interleaves streams round-robin and remembers whose turn is next, so the resumed batch sequence
+is the uninterrupted one. Resuming needs the same ranks x workers; elastic resume re-seeks from the saved
+epoch instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from dataclasses import dataclass, field
+
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pretrain.batching import make_batch, token_budget_batches
+from pretrain.shards import unpack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoaderConfig:
+    token_budget: int = 4096  # longest sequence in the batch x batch size
+    max_tokens: int = 256  # longer pairs are dropped (and counted)
+    window: int = 4096  # pairs bucketed together; also the shuffle span across shards
+    seed: int = 0
+    masking: str = "span"  # span | uniform (target-side NAR masking)
+    num_workers: int = 0
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    seed = 0
+    for p in parts:
+        seed = (seed * 1_000_003 + int(p)) % (2 ** 63)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class Stats:
+    corrupt_shards: int = 0
+    dropped_empty: int = 0
+    dropped_too_long: int = 0
+    bad_samples: int = 0
+
+    def add(self, other: "Stats") -> None:
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+def new_stream_state() -> dict:
+    return {"epoch": 0, "shard_pos": 0, "offset": 0, "window": 0, "done": 0}
+
+
+class PairStream:
+    """One stream's endless, deterministic sequence of batches."""
+
+    def __init__(self, urls: list[str], stream: int, n_streams: int, cfg: LoaderConfig):
+        if len(urls) < n_streams:
+            raise ValueError(f"{len(urls)} shards cannot feed {n_streams} streams (ranks x workers): "
+                             "write more, smaller shards or use fewer workers")
+        self.urls, self.stream, self.n_streams, self.cfg = urls, stream, n_streams, cfg
+        self.stats = Stats()
+        self._cache: tuple[tuple[int, int], list] | None = None
+
+    def shards(self, epoch: int) -> list[int]:
+        order = torch.randperm(len(self.urls), generator=_seeded(self.cfg.seed, epoch)).tolist()
+        return order[self.stream::self.n_streams]
+
+    def shard_pairs(self, shard: int, epoch: int) -> list:
+        key = (shard, epoch)
+        if self._cache and self._cache[0] == key:
+            return self._cache[1]
+        pairs = []
+        try:
+            # a bare pipeline: WebDataset() would split shards over DataLoader workers behind our back
+            for sample in wds.DataPipeline(wds.SimpleShardList([self.urls[shard]]), wds.tarfile_to_samples()):
+                try:
+                    pairs.extend(unpack(sample))
+                except ValueError as err:
+                    self.stats.bad_samples += 1
+                    log.warning("skipping %s", err)
+        except (tarfile.TarError, OSError, ValueError) as err:
+            self.stats.corrupt_shards += 1
+            log.warning("skipping corrupt or unreadable shard %s (%d pairs read before the error): %s",
+                        self.urls[shard], len(pairs), err)
+            pairs = []  # a shard is used whole or not at all, so offsets stay meaningful
+        kept = []
+        for s, t in pairs:
+            if len(s) <= 2 or len(t) <= 2:
+                self.stats.dropped_empty += 1
+            elif len(s) > self.cfg.max_tokens or len(t) > self.cfg.max_tokens:
+                self.stats.dropped_too_long += 1
+            else:
+                kept.append((s, t))
+        perm = torch.randperm(len(kept), generator=_seeded(self.cfg.seed, epoch, shard)).tolist()
+        kept = [kept[i] for i in perm]
+        self._cache = (key, kept)
+        return kept
+
+    def read_window(self, epoch: int, shard_pos: int, offset: int):
+        pairs, empty_epochs = [], 0
+        while len(pairs) < self.cfg.window:
+            shards = self.shards(epoch)
+            if shard_pos >= len(shards):
+                epoch, shard_pos, offset = epoch + 1, 0, 0
+                if pairs:  # an epoch ends a window, so every batch belongs to one epoch
+                    break
+                empty_epochs += 1
+                if empty_epochs > 1:
+                    raise RuntimeError(f"stream {self.stream} read a whole epoch of shards and found no usable pair")
+                continue
+            shard_pairs = self.shard_pairs(shards[shard_pos], epoch)
+            take = shard_pairs[offset:offset + self.cfg.window - len(pairs)]
+            pairs.extend(take)
+            offset += len(take)
+            if offset >= len(shard_pairs):
+                shard_pos, offset = shard_pos + 1, 0
+        if shard_pos >= len(self.shards(epoch)):  # the next window starts the next epoch
+            epoch, shard_pos, offset = epoch + 1, 0, 0
+        return pairs, (epoch, shard_pos, offset)
+
+    def batches(self, state: dict):
+        """Yields (Batch, state after this batch)."""
+        state = dict(state)
+        while True:
+            pairs, after = self.read_window(state["epoch"], state["shard_pos"], state["offset"])
+            gen = _seeded(self.cfg.seed, self.stream, state["window"], 1)
+            groups = token_budget_batches([max(len(s), len(t)) for s, t in pairs], self.cfg.token_budget, gen)
+            for i in range(state["done"], len(groups)):
+                idx = groups[i]
+                batch = make_batch([pairs[j][0] for j in idx], [pairs[j][1] for j in idx],
+                                   _seeded(self.cfg.seed, self.stream, state["window"], 2, i), self.cfg.masking)
+                state["done"] = i + 1
+                yield batch, dict(state)
+            state = {"epoch": after[0], "shard_pos": after[1], "offset": after[2], "window": state["window"] + 1,
+                     "done": 0}
+
+
+class _Streams(IterableDataset):
+    def __init__(self, urls, rank, world, cfg: LoaderConfig, states: dict, stats: dict, rotate: int):
+        self.urls, self.rank, self.world, self.cfg = urls, rank, world, cfg
+        self.states, self.stats, self.rotate = states, stats, rotate
+
+    def __iter__(self):
+        info = get_worker_info()
+        n_local = max(1, self.cfg.num_workers)
+        physical = info.id if info else 0
+        local = (physical + self.rotate) % n_local
+        g = self.rank * n_local + local
+        stream = PairStream(self.urls, g, self.world * n_local, self.cfg)
+        stream.stats = Stats(**self.stats.get(str(local), {}))
+        for batch, state in stream.batches(self.states.get(str(local), new_stream_state())):
+            yield {"batch": batch, "local": local, "state": state, "stats": vars(stream.stats).copy()}
+
+
+class PairLoader:
+    """Endless batches for one data-parallel rank; `state_dict()` describes what was consumed."""
+
+    def __init__(self, urls: list[str], cfg: LoaderConfig, rank: int = 0, world: int = 1, state: dict | None = None):
+        if not urls:
+            raise ValueError("no shards given to the loader: point it at a directory written by `janus data shard`")
+        for url in urls:
+            if "://" not in url and not url.startswith("pipe:") and not os.path.exists(url):
+                raise FileNotFoundError(f"shard {url} does not exist: check the path or rerun `janus data shard`")
+        self.urls, self.cfg, self.rank, self.world = list(urls), cfg, rank, world
+        state = state or {}
+        self.streams: dict = dict(state.get("streams", {}))
+        self.next_local: int = state.get("next_local", 0)
+        self.stats = {str(k): v for k, v in state.get("stats", {}).items()}
+
+    def __iter__(self):
+        ds = _Streams(self.urls, self.rank, self.world, self.cfg, dict(self.streams), dict(self.stats),
+                      self.next_local)
+        loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers,
+                            persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
+        n_local = max(1, self.cfg.num_workers)
+        for item in loader:
+            self.streams[str(item["local"])] = item["state"]
+            self.stats[str(item["local"])] = item["stats"]
+            self.next_local = (item["local"] + 1) % n_local
+            yield item["batch"]
+
+    def state_dict(self) -> dict:
+        return {"streams": dict(self.streams), "next_local": self.next_local, "stats": dict(self.stats),
+                "world": self.world, "num_workers": self.cfg.num_workers}
+
+    def totals(self) -> Stats:
+        total = Stats()
+        for s in self.stats.values():
+            total.add(Stats(**s))
+        return total
+
