@@ -38,6 +38,45 @@ def _data_fetch(args) -> int:
     return 0
 
 
+def _data_tokenizer(args) -> int:
+    from itertools import islice
+
+    from janus.tokenizer import train_tokenizer
+    from pretrain.inputs import read_documents
+
+    texts = list(islice(read_documents(args.inputs), args.sample))
+    if not texts:
+        raise ValueError(f"no text found in {args.inputs}")
+    tok = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, model_type=args.model_type)
+    print(f"{args.out}: {tok.vocab_size} pieces from {len(texts)} texts")
+    return 0
+
+
+def _data_shard(args) -> int:
+    from pathlib import Path
+
+    from pretrain.inputs import read_documents, read_pair_input
+    from pretrain.shards import write_block_shards, write_pair_shards
+
+    if args.blocks:
+        index = write_block_shards(list(read_documents(args.inputs)), args.tokenizer, args.out, seq_len=args.seq_len,
+                                   workers=args.workers)
+    else:
+        if len(args.inputs) != 1:
+            raise ValueError("pair shards take one input: a task directory or a .jsonl of src/tgt")
+        index = write_pair_shards(read_pair_input(args.inputs[0], args.split), args.tokenizer,
+                                  Path(args.out), pairs_per_shard=args.per_shard, workers=args.workers)
+    print(f"{args.out}: {len(index['shards'])} shards, {index['samples']} samples, {index['tokens']} tokens")
+    return 0
+
+
+def _bench_loader(args) -> int:
+    from pretrain.bench_loader import bench_loader
+
+    bench_loader(args.out)
+    return 0
+
+
 def _demo(args) -> int:
     from cluster.demo import run_demo
 
@@ -62,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--pair", default="en-de", help="language pair SRC-TGT for nmt")
     fetch.set_defaults(func=_data_fetch)
 
+    tokz = data.add_parser("tokenizer", help="train a sentencepiece tokenizer (deterministic)")
+    tokz.add_argument("inputs", nargs="+", help="text files, directories, JSONL, or task directories")
+    tokz.add_argument("--out", required=True, help="the .model file to write")
+    tokz.add_argument("--vocab-size", type=int, default=8000)
+    tokz.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    tokz.add_argument("--sample", type=int, default=2_000_000, help="train on at most this many texts")
+    tokz.set_defaults(func=_data_tokenizer)
+    shard = data.add_parser("shard", help="tokenize into webdataset shards with an index")
+    shard.add_argument("inputs", nargs="+", help="a task directory / src-tgt JSONL, or with --blocks documents")
+    shard.add_argument("--tokenizer", required=True)
+    shard.add_argument("--out", required=True)
+    shard.add_argument("--split", default="train")
+    shard.add_argument("--blocks", action="store_true", help="pack documents into seq_len blocks (pretraining)")
+    shard.add_argument("--seq-len", type=int, default=256)
+    shard.add_argument("--per-shard", type=int, default=20000, help="pairs per shard")
+    shard.add_argument("--workers", type=int, default=None)
+    shard.set_defaults(func=_data_shard)
+
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     model = bench_sub.add_parser("model", help="forward+backward tokens/s and MFU per objective")
@@ -70,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--target-tokens", type=int, default=4096)
     model.add_argument("--threads", type=int, default=2)
     model.set_defaults(func=_bench_model)
+    loader = bench_sub.add_parser("loader", help="loader tokens/s with 1 and 2 workers vs a training step")
+    loader.add_argument("--out", required=True, help="JSON file to write")
+    loader.set_defaults(func=_bench_loader)
     return parser
 
 

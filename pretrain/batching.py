@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from janus.noising import target_mask
+from janus.noising import target_mask, text_infilling
 from janus.objective import Batch
-from janus.tokenizer import pad_batch
+from janus.tokenizer import BOS, EOS, MASK, pad_batch
 
 
 def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) -> list[list[int]]:
@@ -30,3 +30,19 @@ def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) 
 def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "span") -> Batch:
     tgt_t = pad_batch(tgt)
     return Batch(pad_batch(src), tgt_t, target_mask(tgt_t, 0, gen, kind=masking))
+
+
+def make_pretrain_batch(blocks: list[list[int]], gen: torch.Generator, ratio: float = 0.3, lam: float = 3.0,
+                        decoder_span_p: float = 0.5) -> Batch:
+    """BART text infilling with JANUS's decoder-side spans for each block of document tokens."""
+    src, tgt, masked_pos = [], [], []
+    for block in blocks:
+        s, t, m = text_infilling(block, MASK, BOS, EOS, gen, ratio, lam, decoder_span_p)
+        src.append(s)
+        tgt.append(t)
+        masked_pos.append(m)
+    tgt_t = pad_batch(tgt)
+    masked = torch.zeros_like(tgt_t, dtype=torch.bool)
+    for row, positions in enumerate(masked_pos):
+        masked[row, positions] = True
+    return Batch(pad_batch(src), tgt_t, masked)

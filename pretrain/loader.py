@@ -24,7 +24,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pretrain.batching import make_batch, token_budget_batches
+from pretrain.batching import make_batch, make_pretrain_batch, token_budget_batches
 from pretrain.shards import unpack
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class LoaderConfig:
     max_tokens: int = 256  # longer pairs are dropped (and counted)
     window: int = 4096  # pairs bucketed together; also the shuffle span across shards
     seed: int = 0
-    masking: str = "span"  # span | uniform (target-side NAR masking)
+    kind: str = "pairs"  # pairs (tasks: target masking) | blocks (pretraining: text infilling)
+    masking: str = "span"  # span | uniform (target-side NAR masking of pairs)
     num_workers: int = 0
 
 
@@ -98,7 +99,7 @@ class PairStream:
             pairs = []  # a shard is used whole or not at all, so offsets stay meaningful
         kept = []
         for s, t in pairs:
-            if len(s) <= 2 or len(t) <= 2:
+            if (self.cfg.kind == "pairs" and len(s) <= 2) or len(t) <= 2:
                 self.stats.dropped_empty += 1
             elif len(s) > self.cfg.max_tokens or len(t) > self.cfg.max_tokens:
                 self.stats.dropped_too_long += 1
@@ -140,8 +141,11 @@ class PairStream:
             groups = token_budget_batches([max(len(s), len(t)) for s, t in pairs], self.cfg.token_budget, gen)
             for i in range(state["done"], len(groups)):
                 idx = groups[i]
-                batch = make_batch([pairs[j][0] for j in idx], [pairs[j][1] for j in idx],
-                                   _seeded(self.cfg.seed, self.stream, state["window"], 2, i), self.cfg.masking)
+                gen = _seeded(self.cfg.seed, self.stream, state["window"], 2, i)
+                if self.cfg.kind == "blocks":
+                    batch = make_pretrain_batch([pairs[j][1] for j in idx], gen)
+                else:
+                    batch = make_batch([pairs[j][0] for j in idx], [pairs[j][1] for j in idx], gen, self.cfg.masking)
                 state["done"] = i + 1
                 yield batch, dict(state)
             state = {"epoch": after[0], "shard_pos": after[1], "offset": after[2], "window": state["window"] + 1,

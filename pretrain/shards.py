@@ -57,16 +57,29 @@ def unpack(sample: dict) -> list[tuple[list[int], list[int]]]:
 class ShardJob:
     path: str
     src_lines: list[str]
-    tgt_lines: list[str]
+    tgt_lines: list[str]  # empty for documents
     tokenizer: str
     pairs_per_sample: int
+    seq_len: int | None = None  # documents: pack into blocks of this many tokens
+
+
+def pack_blocks(docs: list[list[int]], seq_len: int, eos_id: int) -> list[list[int]]:
+    """Concatenate documents (EOS between them) and cut into blocks of seq_len - 2 tokens, leaving room
+    for the BOS/EOS that the pretraining target adds."""
+    stream = [t for d in docs for t in (*d, eos_id)]
+    size = seq_len - 2
+    return [stream[i:i + size] for i in range(0, len(stream), size) if len(stream[i:i + size]) > 1]
 
 
 def _write_shard(job: ShardJob) -> dict:
-    from janus.tokenizer import Tokenizer
+    from janus.tokenizer import EOS, Tokenizer
 
     tok = Tokenizer(job.tokenizer)
-    src, tgt = tok.encode(job.src_lines), tok.encode(job.tgt_lines)
+    if job.seq_len:
+        tgt = pack_blocks(tok.encode(job.src_lines, bos_eos=False), job.seq_len, EOS)
+        src = [[] for _ in tgt]
+    else:
+        src, tgt = tok.encode(job.src_lines), tok.encode(job.tgt_lines)
     final = Path(job.path)
     tmp = final.with_name(final.name + ".tmp")
     samples = 0
@@ -85,20 +98,36 @@ def write_pair_shards(pairs: list[tuple[str, str]], tokenizer: str | os.PathLike
                       pairs_per_shard: int = 20000, pairs_per_sample: int = 256, workers: int | None = None,
                       prefix: str = "shard") -> dict:
     """Tokenize (src, tgt) text pairs with all cores and write shards + index.json; returns the index."""
-    out = Path(out_dir)
-    if (out / INDEX).exists():
-        return json.loads((out / INDEX).read_text())
     if not pairs:
-        raise ValueError(f"no pairs to shard into {out}: the input is empty")
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [ShardJob(str(out / f"{prefix}-{i // pairs_per_shard:05d}.tar"),
+        raise ValueError(f"no pairs to shard into {out_dir}: the input is empty")
+    jobs = [ShardJob(str(Path(out_dir) / f"{prefix}-{i // pairs_per_shard:05d}.tar"),
                      [p[0] for p in pairs[i:i + pairs_per_shard]], [p[1] for p in pairs[i:i + pairs_per_shard]],
                      str(tokenizer), pairs_per_sample)
             for i in range(0, len(pairs), pairs_per_shard)]
+    return _run_jobs(jobs, out_dir, tokenizer, "pairs", workers)
+
+
+def write_block_shards(documents: list[str], tokenizer: str | os.PathLike, out_dir: str | os.PathLike,
+                       seq_len: int = 256, docs_per_shard: int = 5000, blocks_per_sample: int = 64,
+                       workers: int | None = None, prefix: str = "shard") -> dict:
+    """Tokenize documents and pack them into blocks of `seq_len` tokens for pretraining."""
+    if not documents:
+        raise ValueError(f"no documents to shard into {out_dir}: the input is empty")
+    jobs = [ShardJob(str(Path(out_dir) / f"{prefix}-{i // docs_per_shard:05d}.tar"), documents[i:i + docs_per_shard],
+                     [], str(tokenizer), blocks_per_sample, seq_len)
+            for i in range(0, len(documents), docs_per_shard)]
+    return _run_jobs(jobs, out_dir, tokenizer, "blocks", workers, seq_len=seq_len)
+
+
+def _run_jobs(jobs: list[ShardJob], out_dir, tokenizer, kind: str, workers: int | None, **extra) -> dict:
+    out = Path(out_dir)
+    if (out / INDEX).exists():
+        return json.loads((out / INDEX).read_text())
+    out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     with ProcessPoolExecutor(workers) as pool:
         shards = list(tqdm(pool.map(_write_shard, jobs), total=len(jobs), desc=f"shard {out.name}", unit="shard"))
-    index = {"kind": "pairs", "tokenizer_sha256": hashlib.sha256(Path(tokenizer).read_bytes()).hexdigest(),
+    index = {"kind": kind, **extra, "tokenizer_sha256": hashlib.sha256(Path(tokenizer).read_bytes()).hexdigest(),
              "shards": shards, "samples": sum(s["samples"] for s in shards),
              "pairs": sum(s["pairs"] for s in shards), "tokens": sum(s["tokens"] for s in shards)}
     tmp = out / (INDEX + ".tmp")

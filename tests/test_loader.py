@@ -111,3 +111,19 @@ def test_bad_paths_and_empty_input_give_one_line_errors(tmp_path, tokenizer):
         shard_urls(tmp_path)
     with pytest.raises(ValueError, match="input is empty"):
         write_pair_shards([], tokenizer.path, tmp_path / "empty")
+
+
+def test_pretraining_blocks_get_text_infilling(tmp_path, nmt_dir, tokenizer):
+    from pretrain.inputs import read_documents
+    from pretrain.shards import write_block_shards
+
+    docs = list(read_documents([nmt_dir / "train.src"]))[:3000]
+    index = write_block_shards(docs, tokenizer.path, tmp_path / "blocks", seq_len=64, docs_per_shard=1000, workers=1)
+    assert index["kind"] == "blocks" and len(index["shards"]) == 3
+    cfg = LoaderConfig(kind="blocks", token_budget=1024, window=100, seed=1)
+    batch = next(iter(PairLoader(shard_urls(tmp_path / "blocks"), cfg)))
+    assert batch.tgt.shape[1] <= 64 and bool((batch.tgt[:, 0] == 2).all())
+    content = batch.tgt.ne(0).sum() - 2 * batch.tgt.shape[0]
+    assert abs(float(batch.masked.sum()) / float(content) - 0.3) < 0.05  # 30% of tokens in spans
+    assert bool(batch.src.eq(4).any())  # some spans replaced by <mask> in the encoder
+    assert batch.src.ne(0).sum() < batch.tgt.ne(0).sum()

@@ -1,0 +1,71 @@
+"""The user's own data: text files, directories of them, JSONL, and GLGE-layout pair directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from pretrain.datasets import read_pairs
+
+TEXT_SUFFIXES = (".txt", ".src", ".tgt", ".md", ".rst")
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.suffix == ".jsonl"))
+    return [path]
+
+
+def read_documents(paths: list[str | Path]) -> Iterator[str]:
+    """Documents from text files (blank-line-separated paragraphs are one document each; .src/.tgt
+    files one per line), directories
+    (every text/JSONL file below them, sorted) and JSONL (`text`, or `src` and `tgt`, per line)."""
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        files = _files(path)
+        if not files:
+            raise ValueError(f"{path} holds no .txt/.jsonl files")
+        for f in files:
+            if f.suffix == ".jsonl":
+                for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{f}:{n}: not JSON ({err.msg}); each line must be one JSON object") from None
+                    texts = [rec[k] for k in ("text", "src", "tgt") if isinstance(rec.get(k), str)]
+                    if not texts:
+                        raise ValueError(f"{f}:{n}: no 'text' (or 'src'/'tgt') string field")
+                    yield from texts
+            elif f.suffix in (".src", ".tgt"):  # one example per line
+                yield from (line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
+            else:
+                for block in f.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+                    text = " ".join(block.split())
+                    if text:
+                        yield text
+
+
+def read_pair_input(path: str | Path, split: str) -> list[tuple[str, str]]:
+    """(src, tgt) pairs from a GLGE directory ({split}.src/.tgt) or a JSONL file with src/tgt fields."""
+    path = Path(path)
+    if path.is_dir():
+        for side in ("src", "tgt"):
+            if not (path / f"{split}.{side}").is_file():
+                raise FileNotFoundError(f"{path}/{split}.{side} is missing: a task directory needs "
+                                        f"{{train,dev,test}}.{{src,tgt}}")
+        return read_pairs(path, split)
+    if path.suffix == ".jsonl" and path.is_file():
+        pairs = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                rec = json.loads(line)
+                if not isinstance(rec.get("src"), str) or not isinstance(rec.get("tgt"), str):
+                    raise ValueError(f"{path}:{n}: needs string fields 'src' and 'tgt'")
+                pairs.append((rec["src"], rec["tgt"]))
+        return pairs
+    raise FileNotFoundError(f"{path} is neither a task directory nor a .jsonl file of src/tgt pairs")
