@@ -27,14 +27,9 @@ def _bench_model(args) -> int:
 
 
 def _data_fetch(args) -> int:
-    from pretrain.datasets import fetch_nmt
-    from pretrain.registry import cache_dir
+    from pretrain.datasets import fetch
 
-    if args.name != "nmt":
-        raise SystemExit(f"janus data fetch: dataset {args.name!r} is not available yet; available: nmt")
-    out = args.out or str(cache_dir() / "datasets" / f"nmt-{args.pair}")
-    path = fetch_nmt(out, args.pair)
-    print(path)
+    print(fetch(args.name, args.out, args.pair))
     return 0
 
 
@@ -90,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job on real data, on this machine")
     demo.add_argument("--run-dir", default="runs/demo")
-    demo.add_argument("--steps", type=int, default=600)
+    demo.add_argument("--steps", type=int, default=300)
     demo.add_argument("--preset", default="small")
     demo.set_defaults(func=_demo)
 
     data = sub.add_parser("data", help="fetch real corpora").add_subparsers(dest="data_command", required=True)
     fetch = data.add_parser("fetch", help="download, verify, extract and split a dataset")
-    fetch.add_argument("name", help="dataset recipe: nmt")
+    fetch.add_argument("name", help="dataset recipe: nmt, summarization, dialogue, qg, pretrain-en")
     fetch.add_argument("--out", default=None, help="output directory (default: the cache)")
     fetch.add_argument("--pair", default="en-de", help="language pair SRC-TGT for nmt")
     fetch.set_defaults(func=_data_fetch)

@@ -27,7 +27,7 @@ from pretrain.datasets import nmt_tokenizer, read_pairs
 
 TOKENS_PER_BATCH = 1024
 MAX_TOKENS = 64
-EVAL_PAIRS = 200
+EVAL_PAIRS = 100
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -154,7 +154,7 @@ def run_demo(run_dir: str = "runs/demo", steps: int = 600, preset_name: str = "s
     plot_losses(history, run / "loss.png")
     print(f"[3/3] evaluate AR and NAR decoding on {EVAL_PAIRS} dev pairs")
     dev = read_pairs(data, "dev")[:EVAL_PAIRS]
-    results = evaluate(model, tok, dev)
+    results = evaluate(model, tok, dev, latency_examples=10)
     for name, r in results.items():
         (run / f"hyp.{name}.txt").write_text("\n".join(r.pop("hypotheses")) + "\n")
     (run / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")

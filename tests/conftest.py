@@ -3,6 +3,7 @@ tokenizer trained on them, and a single-process tensor-parallel group."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from janus.parallel import init_parallel
 from janus.tokenizer import Tokenizer, train_tokenizer
-from pretrain.datasets import fetch_nmt, read_pairs
+from pretrain.datasets import fetch, read_pairs
 from pretrain.registry import cache_dir
 
 warnings.filterwarnings("ignore", message=".*Transformer Engine.*")
@@ -19,7 +20,7 @@ warnings.filterwarnings("ignore", message=".*Transformer Engine.*")
 
 @pytest.fixture(scope="session")
 def nmt_dir() -> Path:
-    return fetch_nmt(cache_dir() / "datasets" / "nmt-en-de", "en-de")
+    return fetch("nmt", pair="en-de")
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,8 @@ def real_pairs(nmt_dir) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def tokenizer(nmt_dir) -> Tokenizer:
-    path = cache_dir() / "test-tokenizers" / "nmt-en-de-1000.model"
+    version = json.loads((nmt_dir / "manifest.json").read_text())["sha256"]["train.src"][:12]
+    path = cache_dir() / "test-tokenizers" / f"nmt-en-de-1000-{version}.model"
     if path.exists():
         return Tokenizer(path)
     sentences = [s for pair in read_pairs(nmt_dir, "train")[:4000] for s in pair]

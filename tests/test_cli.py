@@ -26,4 +26,4 @@ def test_bad_input_gives_one_line_error():
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--pair 'english' must look like SRC-TGT" in proc.stderr
     proc = janus("data", "fetch", "nope")
-    assert proc.returncode != 0 and "available: nmt" in proc.stderr
+    assert proc.returncode == 2 and "available: nmt, summarization, dialogue, qg, pretrain-en" in proc.stderr

@@ -127,3 +127,24 @@ def test_pretraining_blocks_get_text_infilling(tmp_path, nmt_dir, tokenizer):
     assert abs(float(batch.masked.sum()) / float(content) - 0.3) < 0.05  # 30% of tokens in spans
     assert bool(batch.src.eq(4).any())  # some spans replaced by <mask> in the encoder
     assert batch.src.ne(0).sum() < batch.tgt.ne(0).sum()
+
+
+def test_tokenizer_training_is_deterministic_and_takes_user_inputs(tmp_path, real_pairs):
+    import json
+
+    from janus.tokenizer import Tokenizer, train_tokenizer
+    from pretrain.inputs import read_documents, read_pair_input
+
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps({"src": s, "tgt": t}) + "\n" for s, t in real_pairs))
+    texts = list(read_documents([jsonl]))
+    assert len(texts) == 2 * len(real_pairs)
+    a = train_tokenizer(texts, tmp_path / "a.model", vocab_size=600, model_type="bpe")
+    b = train_tokenizer(texts, tmp_path / "b.model", vocab_size=600, model_type="bpe")
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert Tokenizer(a.path).sp.piece_to_id("<mask>") == 4 and Tokenizer(a.path).sp.pad_id() == 0
+    assert read_pair_input(jsonl, "train") == [tuple(p) for p in real_pairs]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: not JSON"):
+        list(read_documents([bad]))
