@@ -101,3 +101,8 @@ def text_infilling(tokens: list[int], mask_id: int, bos_id: int, eos_id: int, ge
     source.extend(tokens[cursor:])
     source.append(eos_id)
     return source, [bos_id, *tokens, eos_id], masked_positions
+
+
+def permutation_order(tgt: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """XLNet variant of P_AUX: a random generation rank for every position of each row ([B, L])."""
+    return torch.stack([torch.randperm(tgt.shape[1], generator=gen) for _ in range(tgt.shape[0])])

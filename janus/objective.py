@@ -98,6 +98,9 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
     terms: dict[str, torch.Tensor] = {}
     weights = dataclasses.asdict(cfg)
 
+    if (cfg.aux_order == "permutation") != (batch.order is not None):
+        raise ValueError(f"aux_order={cfg.aux_order!r} but the batch {'has no' if batch.order is None else 'has an'} "
+                         "AUX order: set the same aux_order in the loader config")
     mpos, mvalid = masked_items(batch.masked, batch.order)
     y_m = tgt.gather(1, mpos)
     valid_m = mvalid.float()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from janus.noising import target_mask, text_infilling
+from janus.noising import permutation_order, target_mask, text_infilling
 from janus.objective import Batch
 from janus.tokenizer import BOS, EOS, MASK, pad_batch
 
@@ -27,13 +27,16 @@ def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) 
     return [batches[i] for i in perm]
 
 
-def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "span") -> Batch:
+def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "span",
+               aux_order: str = "left_to_right") -> Batch:
     tgt_t = pad_batch(tgt)
-    return Batch(pad_batch(src), tgt_t, target_mask(tgt_t, 0, gen, kind=masking))
+    masked = target_mask(tgt_t, 0, gen, kind=masking)
+    order = permutation_order(tgt_t, gen) if aux_order == "permutation" else None
+    return Batch(pad_batch(src), tgt_t, masked, order)
 
 
 def make_pretrain_batch(blocks: list[list[int]], gen: torch.Generator, ratio: float = 0.3, lam: float = 3.0,
-                        decoder_span_p: float = 0.5) -> Batch:
+                        decoder_span_p: float = 0.5, aux_order: str = "left_to_right") -> Batch:
     """BART text infilling with JANUS's decoder-side spans for each block of document tokens."""
     src, tgt, masked_pos = [], [], []
     for block in blocks:
@@ -45,4 +48,5 @@ def make_pretrain_batch(blocks: list[list[int]], gen: torch.Generator, ratio: fl
     masked = torch.zeros_like(tgt_t, dtype=torch.bool)
     for row, positions in enumerate(masked_pos):
         masked[row, positions] = True
-    return Batch(pad_batch(src), tgt_t, masked)
+    order = permutation_order(tgt_t, gen) if aux_order == "permutation" else None
+    return Batch(pad_batch(src), tgt_t, masked, order)

@@ -38,6 +38,7 @@ class LoaderConfig:
     seed: int = 0
     kind: str = "pairs"  # pairs (tasks: target masking) | blocks (pretraining: text infilling)
     masking: str = "span"  # span | uniform (target-side NAR masking of pairs)
+    aux_order: str = "left_to_right"  # left_to_right | permutation: must match the objective's aux_order
     num_workers: int = 0
 
 
@@ -143,9 +144,10 @@ class PairStream:
                 idx = groups[i]
                 gen = _seeded(self.cfg.seed, self.stream, state["window"], 2, i)
                 if self.cfg.kind == "blocks":
-                    batch = make_pretrain_batch([pairs[j][1] for j in idx], gen)
+                    batch = make_pretrain_batch([pairs[j][1] for j in idx], gen, aux_order=self.cfg.aux_order)
                 else:
-                    batch = make_batch([pairs[j][0] for j in idx], [pairs[j][1] for j in idx], gen, self.cfg.masking)
+                    batch = make_batch([pairs[j][0] for j in idx], [pairs[j][1] for j in idx], gen, self.cfg.masking,
+                                       self.cfg.aux_order)
                 state["done"] = i + 1
                 yield batch, dict(state)
             state = {"epoch": after[0], "shard_pos": after[1], "offset": after[2], "window": state["window"] + 1,

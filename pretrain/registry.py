@@ -57,24 +57,12 @@ def apt_update(root: Path, languages: str | None = None) -> Path:
 def apt_package(name: str, version: str, sha256: str | None) -> Path:
     """Download NAME=VERSION as a .deb into the cache and return its path (verified)."""
     root = cache_dir() / "apt"
-    debs = root / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    final = debs / f"{name}_{version.replace(':', '%3a')}.deb"
+    final = root / "debs" / f"{name}_{version.replace(':', '%3a')}.deb"
     if final.exists() and (sha256 is None or sha256_file(final) == sha256):
         return final
     apt_update(root)
-    with tempfile.TemporaryDirectory(dir=debs) as tmp:
-        _run(["apt-get", *_apt_options(root), "download", f"{name}={version}"], f"Debian package {name}={version}",
-             cwd=Path(tmp))
-        got = list(Path(tmp).glob("*.deb"))
-        if len(got) != 1:
-            raise FetchError(f"apt-get download {name}={version} produced {len(got)} files, expected 1")
-        digest = sha256_file(got[0])
-        if sha256 is not None and digest != sha256:
-            raise FetchError(f"{name}={version}: sha256 {digest} does not match the pinned {sha256}; "
-                             "the registry changed: update the pin in the recipe after checking the package")
-        os.replace(got[0], final)
-    return final
+    return _download_verified(final, f"Debian package {name}={version}",
+                              ["apt-get", *_apt_options(root), "download", f"{name}={version}"], "*.deb", sha256)
 
 
 def unpack_deb(deb: Path) -> Path:

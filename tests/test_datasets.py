@@ -47,3 +47,13 @@ def test_bad_recipe_arguments():
         fetch("wmt")
     with pytest.raises(ValueError, match="must look like SRC-TGT"):
         fetch("nmt", pair="ende")
+
+
+def test_missing_tool_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
+    from pretrain.registry import FetchError
+
+    monkeypatch.setenv("JANUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, dpkg, npm here
+    with pytest.raises(FetchError, match="apt-get is not installed"):
+        fetch("qg", tmp_path / "qg")
+    assert not (tmp_path / "qg").exists() and not (tmp_path / "qg.tmp").exists()

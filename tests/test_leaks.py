@@ -86,3 +86,39 @@ def test_aux_sees_exactly_earlier_masked_truths(setup):
             assert not torch.allclose(moved[row, i], aux[row, i]), f"P_AUX query {i} missed truth {j}"
     # other examples in the batch are untouched by this row's tokens
     assert torch.equal(moved[0], aux[0])
+
+
+def test_permutation_order_changes_what_aux_queries_see(setup):
+    """XLNet variant: the i-th query in a sampled order sees exactly the truths earlier in that order,
+    never its own target."""
+    from janus.noising import permutation_order
+
+    model, src, tgt, masked = setup
+    order = permutation_order(tgt, torch.Generator().manual_seed(4))
+
+    @torch.no_grad()
+    def aux(t):
+        mpos, mvalid = masked_items(masked, order)
+        items = janus_nar_items(t, t.masked_fill(masked, 4), mpos, mvalid, 0, 4)
+        h = model.decode(model.encode(src), items.tokens, items.positions, items.mask)
+        return model.logits(h[:, t.shape[1] + mpos.shape[1]:]), mpos, mvalid
+
+    base, mpos, mvalid = aux(tgt)
+    left_to_right, _ = masked_items(masked)
+    row = 1
+    k = int(mvalid[row].sum())
+    assert mpos[row, :k].tolist() != left_to_right[row, :k].tolist()  # a different order ...
+    assert sorted(mpos[row, :k].tolist()) == left_to_right[row, :k].tolist()  # ... of the same masked set
+    for j in range(k):
+        moved, _, _ = aux(perturb(tgt, row, int(mpos[row, j])))
+        assert torch.equal(moved[row, : j + 1], base[row, : j + 1])  # own and later truths invisible
+        for i in range(j + 1, k):
+            assert not torch.allclose(moved[row, i], base[row, i])  # earlier truths in the order visible
+
+
+def test_aux_order_must_match_the_batch(setup):
+    from janus.objective import Batch, compute_loss, objective
+
+    model, src, tgt, masked = setup
+    with pytest.raises(ValueError, match="aux_order='permutation'"):
+        compute_loss(model, Batch(src, tgt, masked), objective("janus", aux_order="permutation"))
