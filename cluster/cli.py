@@ -65,6 +65,15 @@ def _data_shard(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    from pretrain.config import load_config
+    from pretrain.trainer import run_pretrain
+
+    cfg = load_config(args.config, args.overrides)
+    print(f"run directory: {run_pretrain(cfg, args.address)}")
+    return 0
+
+
 def _bench_loader(args) -> int:
     from pretrain.bench_loader import bench_loader
 
@@ -113,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--per-shard", type=int, default=20000, help="pairs per shard")
     shard.add_argument("--workers", type=int, default=None)
     shard.set_defaults(func=_data_shard)
+
+    pre = sub.add_parser("pretrain", help="pretrain on shards with Ray + DeepSpeed; rerun to resume")
+    pre.add_argument("--config", default="tiny", help="a TOML file or a built-in config name (tiny, small)")
+    pre.add_argument("--address", default=None, help="an existing Ray cluster (default: RAY_ADDRESS or local)")
+    pre.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=50 run_dir=runs/x")
+    pre.set_defaults(func=_pretrain)
 
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

@@ -1,0 +1,87 @@
+"""The typed pretraining config: a TOML file plus `key=value` overrides; unknown keys are refused with
+the nearest valid name."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/pretrain"
+    shards: str = ""  # a directory written by `janus data shard`
+    tokenizer: str = ""  # the sentencepiece .model the shards were written with
+    data_kind: str = "blocks"  # blocks (pretraining) | pairs (tasks)
+    model_preset: str = "tiny"
+    objective: str = "janus-pretrain"  # janus-pretrain | janus | ar | cmlm
+    seed: int = 0
+    max_steps: int = 100
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    num_workers: int = 2  # Ray workers (= torch ranks)
+    tensor_parallel: int = 1
+    zero_stage: int = 2
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    token_budget: int = 2048
+    max_tokens: int = 128
+    window: int = 2048
+    loader_workers: int = 0
+    max_failures: int = 0  # Ray restarts of a failed worker group
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ConfigKeyError(ValueError):
+    pass
+
+
+def _coerce(name: str, value, kind):
+    try:
+        if kind is bool or kind == "bool":
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        return {"int": int, "float": float, "str": str}.get(kind if isinstance(kind, str) else kind.__name__, str)(value)
+    except (TypeError, ValueError):
+        raise ConfigKeyError(f"config key {name!r} wants a {kind if isinstance(kind, str) else kind.__name__}, "
+                             f"got {value!r}") from None
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a TOML config (a name in pretrain/configs/ or a path) and apply key=value overrides."""
+    values: dict = {}
+    if path:
+        file = Path(path)
+        if not file.exists() and (CONFIG_DIR / f"{path}.toml").exists():
+            file = CONFIG_DIR / f"{path}.toml"
+        if not file.is_file():
+            raise FileNotFoundError(f"config {path} not found (built-in configs: "
+                                    f"{sorted(p.stem for p in CONFIG_DIR.glob('*.toml'))})")
+        values.update(tomllib.loads(file.read_text()))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigKeyError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        values[key.strip()] = value
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for key in values:
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigKeyError(f"unknown config key {key!r}{hint}")
+    return TrainConfig(**{k: _coerce(k, v, fields[k]) for k, v in values.items()})
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
