@@ -67,10 +67,14 @@ def _data_shard(args) -> int:
 
 def _pretrain(args) -> int:
     from pretrain.config import load_config
-    from pretrain.trainer import run_pretrain
+    from pretrain.trainer import PREEMPTED_EXIT_CODE, Preempted, run_pretrain
 
     cfg = load_config(args.config, args.overrides)
-    print(f"run directory: {run_pretrain(cfg, args.address)}")
+    try:
+        print(f"run directory: {run_pretrain(cfg, args.address)}")
+    except Preempted as stop:
+        print(f"janus pretrain: {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     return 0
 
 

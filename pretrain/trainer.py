@@ -18,6 +18,25 @@ import torch.distributed as dist
 
 from pretrain.config import TrainConfig, save_config
 
+# `janus pretrain` exits with this code after a preemption signal (SIGTERM or SIGUSR1) made it finish
+# the step, write a checkpoint and stop; rerunning the command resumes. (75 = EX_TEMPFAIL.)
+PREEMPTED_EXIT_CODE = 75
+PREEMPT_FLAG = "PREEMPTED"
+
+
+class Preempted(Exception):
+    """The run stopped at a checkpoint because it was asked to (SIGTERM / SIGUSR1)."""
+
+
+def _on_signals(handler) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread of this process: the driver's handler covers it
+            pass
+
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then inverse square root decay."""
@@ -90,8 +109,20 @@ def train_worker(config: dict) -> None:
         print(f"{'resuming from step ' + str(step) if step else 'starting'}: {cfg.model_preset} JANUS, "
               f"{dist.get_world_size()} ranks (TP {cfg.tensor_parallel} x DP {dp_world}), ZeRO-{cfg.zero_stage}",
               flush=True)
+    flag = run_dir / PREEMPT_FLAG
+    _on_signals(lambda *_: flag.touch())  # e.g. Slurm signalling every task
     start = time.perf_counter()
     for batch in loader:
+        # every rank agrees at a step boundary, so no rank waits in a collective another left
+        stop = torch.tensor([float(flag.exists())])
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        if stop.item() > 0:
+            if not checkpoint.is_complete(root / checkpoint.tag_for(step), verify=False) and step > 0:
+                checkpoint.save(root, step, engine, {"step": step, "loader": loader.state_dict(),
+                                                     "rng": torch.get_rng_state()}, keep=cfg.keep_checkpoints)
+            if rank == 0:
+                print(f"preempted: checkpoint at step {step}; run the same command to resume", flush=True)
+            break
         if step >= cfg.max_steps:
             break
         for group in engine.optimizer.param_groups:
@@ -135,10 +166,13 @@ def run_pretrain(cfg: TrainConfig, address: str | None = None) -> Path:
     cfg.run_dir = str(run_dir)
     cfg.shards, cfg.tokenizer = str(Path(cfg.shards).resolve()), str(Path(cfg.tokenizer).resolve())
     save_config(cfg, run_dir / "config.json")
+    flag = run_dir / PREEMPT_FLAG
+    flag.unlink(missing_ok=True)
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  **({} if address else {"num_cpus": max(cfg.num_workers, os.cpu_count() or 1)}))
+    _on_signals(lambda *_: flag.touch())  # after ray.init, which installs its own fatal SIGTERM handler
     trainer = TorchTrainer(
         train_worker, train_loop_config=cfg.to_dict(),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, resources_per_worker={"CPU": 1},
@@ -146,4 +180,6 @@ def run_pretrain(cfg: TrainConfig, address: str | None = None) -> Path:
         run_config=RunConfig(storage_path=str(run_dir / "ray"), name="train",
                              failure_config=FailureConfig(max_failures=cfg.max_failures)))
     trainer.fit()
+    if flag.exists():
+        raise Preempted(f"preempted; the newest checkpoint is in {run_dir / 'checkpoints'}")
     return run_dir

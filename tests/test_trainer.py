@@ -59,3 +59,30 @@ def test_config_errors_name_the_key():
     with pytest.raises(FileNotFoundError, match="built-in configs"):
         load_config("nope")
     assert load_config("tiny", ["seed=3"]).seed == 3
+
+
+def test_sigterm_checkpoints_and_exits_with_the_preemption_code(tmp_path, data):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pretrain import checkpoint
+    from pretrain.trainer import PREEMPTED_EXIT_CODE
+
+    run_dir = tmp_path / "preempt"
+    cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
+           "max_steps=400", "checkpoint_every=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, out[-2000:]
+    steps = checkpoint.complete_steps(run_dir / "checkpoints")
+    assert len(steps) == 1 and 3 <= steps[0] < 400
+    assert max(json.loads(line)["step"] for line in metrics.read_text().splitlines()) == steps[0]
+
