@@ -8,12 +8,12 @@ STAMP := $(VENV)/.setup-complete
 
 setup: $(STAMP)
 
+# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~30-50 s cold): setup builds it once.
 $(STAMP): pyproject.toml requirements-cpu.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-cpu.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
-	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~30-50 s cold): build it once here
 	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()"
 	touch $(STAMP)
 

@@ -138,6 +138,19 @@ def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill_(~allowed, float("-inf")).unsqueeze(1)
 
 
+class TiedOutput(nn.Module):
+    """The output projection, tied to the (vocab-parallel) embedding: the same Parameter registered
+    here too, so that a module owns it when logits are computed (ZeRO-3 gathers a parameter only
+    inside the forward of a module that holds it)."""
+
+    def __init__(self, embed: nn.Module):
+        super().__init__()
+        self.weight = embed.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(copy_to_tp(hidden), self.weight)
+
+
 @dataclass
 class Encoded:
     states: torch.Tensor  # [B, S, d]
@@ -154,6 +167,7 @@ class JanusModel(nn.Module):
         # std d^-0.5: N(0,1) embeddings tied to the output give huge logits and subnormal gradients
         self.embed = VocabParallelEmbedding(cfg.vocab_size, d, init_method=_normal_init(d ** -0.5),
                                             config=megatron_config(), tp_group=tp_group())
+        self.output = TiedOutput(self.embed)
         self.embed_scale = math.sqrt(d)
         self.positions = nn.Embedding(cfg.max_positions, d)
         nn.init.normal_(self.positions.weight, std=d ** -0.5)
@@ -176,7 +190,7 @@ class JanusModel(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied output projection: this rank's vocab shard of the logits."""
-        return F.linear(copy_to_tp(hidden), self.embed.weight)
+        return self.output(hidden)
 
     # ---- encoder ----
     def encode(self, src: torch.Tensor) -> Encoded:

@@ -86,3 +86,13 @@ def test_sigterm_checkpoints_and_exits_with_the_preemption_code(tmp_path, data):
     assert len(steps) == 1 and 3 <= steps[0] < 400
     assert max(json.loads(line)["step"] for line in metrics.read_text().splitlines()) == steps[0]
 
+
+
+@pytest.mark.parametrize("layout", [["zero_stage=3"], ["tensor_parallel=2", "zero_stage=1"]])
+def test_zero3_and_tensor_parallel_runs(tmp_path, data, layout):
+    from pretrain.trainer import run_pretrain
+
+    run_dir = tmp_path / "run"
+    run_pretrain(load_config("tiny", [*data, f"run_dir={run_dir}", "max_steps=12", "checkpoint_every=12", *layout]))
+    losses = [m["loss"] for m in _metrics(run_dir)]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
