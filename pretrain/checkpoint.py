@@ -9,7 +9,6 @@ a half-written or truncated checkpoint is never resumed from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,15 +17,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from pretrain.registry import sha256_file
+
 MARKER = "COMPLETE.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -57,7 +50,7 @@ def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int
     if rank == 0:
         files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
         manifest = {"step": step, "world_size": world, "rank_parts": world,
-                    "files": {str(p.relative_to(directory)): _sha256(p) for p in files}}
+                    "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}}
         _atomic_write_text(directory / MARKER, json.dumps(manifest, indent=1))
         _atomic_write_text(root / "latest", tag)
         for old in sorted(complete_steps(root, verify=False))[:-keep] if keep > 0 else []:
@@ -79,7 +72,7 @@ def is_complete(directory: Path, verify: bool = True) -> bool:
         return False
     for name, digest in manifest["files"].items():
         path = directory / name
-        if not path.is_file() or (verify and _sha256(path) != digest):
+        if not path.is_file() or (verify and sha256_file(path) != digest):
             return False
     return True
 
