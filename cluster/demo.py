@@ -82,7 +82,7 @@ def train(run_dir: Path, model: JanusModel, tok, pairs, steps: int, seed: int = 
         opt.step()
         step, cursor = step + 1, cursor + 1
         tokens = int(batch.tgt.ne(0).sum())
-        record = {"step": step, "loss": float(loss), **{k: float(v) for k, v in terms.items()},
+        record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
                   "lr": _lr(step - 1), "grad_norm": float(grad_norm),
                   "tokens_per_s": tokens / (time.perf_counter() - start), "epoch": epoch}
         history.append(record)
