@@ -9,7 +9,6 @@ runs/demo/report.md with plots. Interrupted and started again, it resumes from i
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from janus.objective import compute_loss, objective
 from janus.parallel import init_parallel
 from pretrain.batching import make_batch, token_budget_batches
 from pretrain.datasets import nmt_tokenizer, read_pairs
+from pretrain.trainer import lr_at
 
 TOKENS_PER_BATCH = 1024
 MAX_TOKENS = 64
@@ -34,10 +34,6 @@ def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _lr(step: int, peak: float = 1e-3, warmup: int = 100) -> float:
-    return peak * min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
 
 
 def train(run_dir: Path, model: JanusModel, tok, pairs, steps: int, seed: int = 0) -> list[dict]:
@@ -74,7 +70,7 @@ def train(run_dir: Path, model: JanusModel, tok, pairs, steps: int, seed: int = 
         batch = make_batch([encoded[i][0] for i in idx], [encoded[i][1] for i in idx], gen)
         start = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = _lr(step)
+            group["lr"] = lr_at(step, 1e-3, 100)
         loss, terms = compute_loss(model, batch, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -83,7 +79,7 @@ def train(run_dir: Path, model: JanusModel, tok, pairs, steps: int, seed: int = 
         step, cursor = step + 1, cursor + 1
         tokens = int(batch.tgt.ne(0).sum())
         record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                  "lr": _lr(step - 1), "grad_norm": float(grad_norm),
+                  "lr": lr_at(step - 1, 1e-3, 100), "grad_norm": float(grad_norm),
                   "tokens_per_s": tokens / (time.perf_counter() - start), "epoch": epoch}
         history.append(record)
         with open(metrics_path, "a") as f:

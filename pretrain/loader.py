@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import webdataset as wds

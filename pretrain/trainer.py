@@ -38,10 +38,10 @@ def _on_signals(handler) -> None:
             pass
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, peak: float, warmup: int) -> float:
     """Linear warmup, then inverse square root decay."""
-    s = step + 1
-    return cfg.lr * min(s / max(1, cfg.warmup_steps), math.sqrt(max(1, cfg.warmup_steps) / s))
+    s, w = step + 1, max(1, warmup)
+    return peak * min(s / w, math.sqrt(w / s))
 
 
 def deepspeed_config(cfg: TrainConfig) -> dict:
@@ -126,7 +126,7 @@ def train_worker(config: dict) -> None:
         if step >= cfg.max_steps:
             break
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
         batch = batch.to(engine.device)
         t0 = time.perf_counter()
         loss, terms = compute_loss(engine.module, batch, obj)
@@ -140,7 +140,8 @@ def train_worker(config: dict) -> None:
             n = dist.get_world_size()
             record = {"step": step, "loss": float(logged[0]) / n,
                       **{k: float(v) / n for k, v in zip(terms, logged[1:-1])},
-                      "lr": lr_at(step - 1, cfg), "tokens_per_s": float(logged[-1]) / (time.perf_counter() - t0),
+                      "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps),
+                      "tokens_per_s": float(logged[-1]) / (time.perf_counter() - t0),
                       "elapsed_s": time.perf_counter() - start}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -62,7 +62,6 @@ def test_config_errors_name_the_key():
 
 
 def test_sigterm_checkpoints_and_exits_with_the_preemption_code(tmp_path, data):
-    import os
     import signal
     import subprocess
     import sys
