@@ -55,7 +55,7 @@ def _data_shard(args) -> int:
 
     if args.blocks:
         index = write_block_shards(list(read_documents(args.inputs)), args.tokenizer, args.out, seq_len=args.seq_len,
-                                   workers=args.workers)
+                                   docs_per_shard=args.per_shard, workers=args.workers)
     else:
         if len(args.inputs) != 1:
             raise ValueError("pair shards take one input: a task directory or a .jsonl of src/tgt")
@@ -67,14 +67,24 @@ def _data_shard(args) -> int:
 
 def _pretrain(args) -> int:
     from pretrain.config import load_config
-    from pretrain.trainer import PREEMPTED_EXIT_CODE, Preempted, run_pretrain
+    from pretrain.trainer import run_training
 
     cfg = load_config(args.config, args.overrides)
+    return _train(lambda: print(f"run directory: {run_training(cfg, args.address)}"), "pretrain")
+
+
+def _train(job, command: str) -> int:
+    """Runs a training job; a preemption or a divergence exits with its own documented code."""
+    from pretrain.trainer import DIVERGED_EXIT_CODE, PREEMPTED_EXIT_CODE, Diverged, Preempted
+
     try:
-        print(f"run directory: {run_pretrain(cfg, args.address)}")
+        job()
     except Preempted as stop:
-        print(f"janus pretrain: {stop}", file=sys.stderr)
+        print(f"janus {command}: {stop}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
+    except Diverged as stop:
+        print(f"janus {command}: error: {stop}", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
     return 0
 
 
@@ -123,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--split", default="train")
     shard.add_argument("--blocks", action="store_true", help="pack documents into seq_len blocks (pretraining)")
     shard.add_argument("--seq-len", type=int, default=256)
-    shard.add_argument("--per-shard", type=int, default=20000, help="pairs per shard")
+    shard.add_argument("--per-shard", type=int, default=20000, help="pairs (or with --blocks, documents) per shard")
     shard.add_argument("--workers", type=int, default=None)
     shard.set_defaults(func=_data_shard)
 

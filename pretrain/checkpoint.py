@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -32,8 +33,10 @@ def tag_for(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int = 3) -> Path:
-    """Collective: every rank calls it. `rank_state` is this rank's own state (loader, RNG, counters)."""
+def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int = 3,
+         files: dict[str, bytes] | None = None, info: dict | None = None) -> Path:
+    """Collective: every rank calls it. `rank_state` is this rank's own state (loader, RNG, counters);
+    `files` (config, tokenizer) are written once by rank 0; `info` goes into the marker."""
     root = Path(root)
     rank, world = dist.get_rank(), dist.get_world_size()
     tag = tag_for(step)
@@ -46,15 +49,21 @@ def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int
     tmp = part.with_name(part.name + ".tmp")
     torch.save(rank_state, tmp)
     os.replace(tmp, part)
+    if rank == 0:
+        for name, data in (files or {}).items():
+            (directory / name).write_bytes(data)
     dist.barrier()
     if rank == 0:
-        files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
-        manifest = {"step": step, "world_size": world, "rank_parts": world,
-                    "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}}
+        listed = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
+        manifest = {"step": step, "world_size": world, "rank_parts": world, **(info or {}),
+                    "files": {str(p.relative_to(directory)): sha256_file(p) for p in listed}}
         _atomic_write_text(directory / MARKER, json.dumps(manifest, indent=1))
         _atomic_write_text(root / "latest", tag)
+        best = best_step(root)
         for old in sorted(complete_steps(root, verify=False))[:-keep] if keep > 0 else []:
-            shutil.rmtree(root / tag_for(old), ignore_errors=True)
+            if old != best:
+                shutil.rmtree(root / tag_for(old), ignore_errors=True)
+                shutil.rmtree(root / "universal" / tag_for(old), ignore_errors=True)
     dist.barrier()
     return directory
 
@@ -82,7 +91,7 @@ def complete_steps(root: str | os.PathLike, verify: bool = True) -> list[int]:
     if not root.is_dir():
         return []
     steps = []
-    for d in root.glob("step-*"):
+    for d in root.glob("step-*"):  # (universal/ holds converted copies, not checkpoints)
         if d.is_dir() and d.name[5:].isdigit() and is_complete(d, verify):
             steps.append(int(d.name[5:]))
     return sorted(steps)
@@ -94,12 +103,64 @@ def latest_complete(root: str | os.PathLike) -> int | None:
     return steps[-1] if steps else None
 
 
-def load(root: str | os.PathLike, step: int, engine) -> dict:
-    """Collective: restores DeepSpeed's state into `engine`; returns this rank's own state."""
+def manifest(directory: Path) -> dict:
+    return json.loads((Path(directory) / MARKER).read_text())
+
+
+def best_step(root: str | os.PathLike) -> int | None:
+    """The step marked best by a dev metric (fine-tuning), which retention never deletes."""
+    path = Path(root) / "best.json"
+    return json.loads(path.read_text())["step"] if path.is_file() else None
+
+
+def mark_best(root: str | os.PathLike, step: int, metric: str, value: float) -> None:
+    _atomic_write_text(Path(root) / "best.json", json.dumps({"step": step, "metric": metric, "value": value}))
+
+
+def universal_dir(root: str | os.PathLike, step: int) -> Path:
+    """Rank 0 only: DeepSpeed's universal (world-size independent) form of a checkpoint, converted once
+    by deepspeed.checkpoint.ds_to_universal into RUN/checkpoints/universal/step-N (temp, then rename)."""
+    import types
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    source = Path(root) / tag_for(step)
+    out = Path(root) / "universal" / tag_for(step)
+    if (out / MARKER).is_file():
+        return out
+    work = Path(root) / "universal" / f".{tag_for(step)}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    clean = work / "input"
+    clean.mkdir(parents=True)
+    for f in source.iterdir():
+        if f.name.endswith("_model_states.pt"):
+            # megatron layers report `_extra_state: None`, which the converter cannot store: drop it
+            state = torch.load(f, map_location="cpu", weights_only=False)
+            state["module"] = {k: v for k, v in state["module"].items() if v is not None}
+            torch.save(state, clean / f.name)
+        elif f.name.endswith("_optim_states.pt"):
+            os.symlink(f.resolve(), clean / f.name)
+    converted = work / tag_for(step)
+    ds_to_universal.main(types.SimpleNamespace(
+        input_folder=str(clean), output_folder=str(converted), num_extract_workers=1, num_merge_workers=1,
+        keep_temp_folder=False, strict=True, no_strict=False, inject_missing_state=True))
+    shutil.copy(source / MARKER, converted / MARKER)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(converted, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def load(root: str | os.PathLike, step: int, engine, universal: bool = False) -> dict:
+    """Collective: restores DeepSpeed's state into `engine`; returns this rank's own state, or with
+    `universal` (another world size) rank 0's, whose loader cursor does not apply here."""
     root = Path(root)
     directory = root / tag_for(step)
     if not is_complete(directory, verify=False):
         raise FileNotFoundError(f"{directory} is not a complete checkpoint")
+    if universal:
+        engine.load_checkpoint(str(root / "universal"), tag=tag_for(step))
+        return torch.load(directory / f"rank-{0:05d}.pt", weights_only=False)
     engine.load_checkpoint(str(root), tag=tag_for(step))
     part = directory / f"rank-{dist.get_rank():05d}.pt"
     if not part.is_file():
@@ -107,3 +168,31 @@ def load(root: str | os.PathLike, step: int, engine) -> dict:
         raise FileNotFoundError(f"{part} is missing: the checkpoint was written by {written_by} ranks and this "
                                 f"run has {dist.get_world_size()}")
     return torch.load(part, weights_only=False)
+
+
+def consolidate(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The whole fp32 state dict (the TP=1 layout) of a checkpoint written at any ZeRO stage and TP size.
+    Each TP rank's ZeRO partitions are merged by DeepSpeed's zero_to_fp32; TP slices are then joined
+    along each parameter's partition dim, recorded in the checkpoint's layout.json."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    directory = Path(directory)
+    if not is_complete(directory, verify=False):
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no valid {MARKER})")
+    layout = json.loads((directory / "layout.json").read_text())
+    tp = manifest(directory).get("tensor_parallel", 1)
+    parts = []
+    for r in range(tp):
+        optim = sorted(directory.glob(f"*mp_rank_{r:02d}_optim_states.pt"))
+        models = sorted(directory.glob(f"*mp_rank_{r:02d}_model_states.pt"))
+        if not optim:  # ZeRO stage 0: the model states hold the weights
+            module = torch.load(models[0], map_location="cpu", weights_only=False)["module"]
+            parts.append({k: v.float() for k, v in module.items() if v is not None})
+            continue
+        with tempfile.TemporaryDirectory() as tmp:  # zero_to_fp32 reads one TP rank, named mp_rank_00
+            (Path(tmp) / "t").mkdir()
+            for f in optim + models:
+                os.symlink(f.resolve(), Path(tmp) / "t" / f.name.replace(f"mp_rank_{r:02d}", "mp_rank_00"))
+            parts.append(get_fp32_state_dict_from_zero_checkpoint(tmp, tag="t"))
+    return {name: parts[0][name].clone() if dim is None else torch.cat([p[name] for p in parts], dim)
+            for name, dim in layout.items()}

@@ -37,7 +37,15 @@ class TrainConfig:
     max_tokens: int = 128
     window: int = 2048
     loader_workers: int = 0
+    precision: str = "bf16"  # on a GPU: bf16 | fp16 (dynamic loss scaling) | fp32; on CPU always fp32
     max_failures: int = 0  # Ray restarts of a failed worker group
+    max_nonfinite: int = 5  # this many non-finite losses in a row stop the run
+    init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
+    eval_every: int = 0  # fine-tuning: dev metric every N steps; the best checkpoint is kept
+    peak_gflops: float = 0.0  # per-rank matmul peak for MFU; 0 = measure at start
+    # fault injection, for tests of the failure paths
+    debug_nonfinite_batches: str = ""  # "3,7": make the loss of these batches (1-based, this process) NaN
+    debug_sigkill_at_step: int = 0  # the last rank SIGKILLs itself after this step, once per run directory
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,16 +1,24 @@
-"""`janus pretrain`: Ray Train's TorchTrainer runs one DeepSpeed ZeRO worker per rank over the
-megatron-core tensor-parallel JANUS backbone, streaming shards through the loader.
+"""`janus pretrain` (and `janus finetune`, which runs the same engine): Ray Train's TorchTrainer runs one
+DeepSpeed ZeRO worker per rank over the megatron-core tensor-parallel JANUS backbone, streaming shards
+through the loader.
 
 The run directory is the unit of resume: every start looks for the newest complete checkpoint under
-RUN_DIR/checkpoints and continues from it (model, optimizer, loader cursor, RNG state, step).
+RUN_DIR/checkpoints and continues from it (model, optimizer, loader cursor, RNG state, counters). A
+checkpoint written by another number of data-parallel ranks is converted once to DeepSpeed's universal
+format and loaded from that (elastic resume); the data order then restarts from a seed derived from the
+step, since the old per-rank cursors do not divide among the new ranks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import signal
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,16 +29,21 @@ from pretrain.config import TrainConfig, save_config
 # `janus pretrain` exits with this code after a preemption signal (SIGTERM or SIGUSR1) made it finish
 # the step, write a checkpoint and stop; rerunning the command resumes. (75 = EX_TEMPFAIL.)
 PREEMPTED_EXIT_CODE = 75
+# ... and with this one when `max_nonfinite` losses in a row stopped it (the last good checkpoint stays).
+DIVERGED_EXIT_CODE = 3
 PREEMPT_FLAG = "PREEMPTED"
+DIVERGED_FLAG = "DIVERGED"
 
 
 class Preempted(Exception):
     """The run stopped at a checkpoint because it was asked to (SIGTERM / SIGUSR1)."""
 
 
-def _on_signals(handler) -> None:
-    import signal
+class Diverged(Exception):
+    """The loss was non-finite `max_nonfinite` steps in a row."""
 
+
+def _on_signals(handler) -> None:
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         try:
             signal.signal(sig, handler)
@@ -44,7 +57,8 @@ def lr_at(step: int, peak: float, warmup: int) -> float:
     return peak * min(s / w, math.sqrt(w / s))
 
 
-def deepspeed_config(cfg: TrainConfig) -> dict:
+def deepspeed_config(cfg: TrainConfig, universal: bool = False) -> dict:
+    on_gpu = torch.cuda.is_available()
     return {
         "train_micro_batch_size_per_gpu": 1,  # batches are token-budgeted by the loader
         "gradient_accumulation_steps": cfg.grad_accum,
@@ -52,107 +66,283 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
         "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "betas": [0.9, 0.98], "eps": 1e-8,
                                                   "weight_decay": cfg.weight_decay, "torch_adam": True}},
         "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": torch.cuda.is_available() and torch.cuda.is_bf16_supported()},
+        "bf16": {"enabled": on_gpu and cfg.precision == "bf16"},
+        "fp16": {"enabled": on_gpu and cfg.precision == "fp16", "loss_scale": 0},  # 0: dynamic loss scaling
+        "checkpoint": {"load_universal": universal},
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
 
 
+class Progress:
+    """Rank 0's progress: a bar (Ray's tqdm, drawn by the driver) on a terminal, else a line every ~2%
+    of the run (logs, Slurm output) with the step, loss, tokens/s and ETA."""
+
+    def __init__(self, total: int, done: int, bar: bool):
+        self.total, self.first, self.start = total, done, time.perf_counter()
+        self.every = max(1, total // 50)
+        self.bar = None
+        if bar:
+            from ray.experimental.tqdm_ray import tqdm
+
+            self.bar = tqdm(total=total, desc="train", unit="step")
+            self.bar.update(done)
+
+    def update(self, step: int, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(text)
+            self.bar.update(1)
+        elif step % self.every == 0 or step == self.total:
+            rate = (time.perf_counter() - self.start) / max(1, step - self.first)
+            eta = int(rate * (self.total - step))
+            print(f"step {step}/{self.total} {text} ETA {eta // 60}m{eta % 60:02d}s", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class Counters:
+    step: int = 0  # optimizer steps taken
+    tokens: int = 0  # target tokens trained on, all ranks
+    nonfinite: int = 0  # batches skipped for a non-finite loss
+    nonfinite_in_row: int = 0
+
+
+def _checkpoint_files(cfg: TrainConfig, model) -> dict[str, bytes]:
+    layout = {name: (p.partition_dim if getattr(p, "tensor_model_parallel", False) else None)
+              for name, p in model.named_parameters()}
+    config = {"train": cfg.to_dict(), "model": model.cfg.to_dict()}
+    return {"config.json": json.dumps(config, indent=2).encode(), "layout.json": json.dumps(layout).encode(),
+            "tokenizer.model": Path(cfg.tokenizer).read_bytes()}
+
+
 def train_worker(config: dict) -> None:
-    """The per-rank train function (Ray calls it in each worker; torch.distributed is initialised)."""
+    """The per-rank train function (Ray calls it in each worker; torch.distributed is initialised).
+    `config` holds the TrainConfig and, for fine-tuning, a dev `evaluator(model) -> (name, value)`."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*(Transformer Engine|tp_group is None).*")
     import deepspeed
+    from torch.utils.tensorboard import SummaryWriter
 
     from janus.config import preset
+    from janus.flops import measure_peak_gflops, step_flops
     from janus.model import JanusModel
     from janus.objective import compute_loss, objective
     from janus.parallel import init_parallel, parallel_state
     from janus.tokenizer import Tokenizer
     from pretrain import checkpoint
     from pretrain.engine import MegatronMPU, ensure_launcher_env
+    from pretrain.init_weights import load_init, model_config
     from pretrain.loader import LoaderConfig, PairLoader
     from pretrain.shards import shard_urls
 
-    cfg = TrainConfig(**config)
+    cfg = TrainConfig(**config["train"])
+    evaluator = config.get("evaluator")
     ensure_launcher_env()
     torch.set_flush_denormal(True)
     init_parallel(cfg.tensor_parallel)
-    rank = dist.get_rank()
-    torch.manual_seed(cfg.seed)  # identical on every rank: replicated weights start equal
-    tok = Tokenizer(cfg.tokenizer)
-    model = JanusModel(preset(cfg.model_preset, vocab_size=tok.vocab_size))
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                           config=deepspeed_config(cfg), mpu=MegatronMPU())
+    rank, world = dist.get_rank(), dist.get_world_size()
     dp_rank, dp_world = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     run_dir = Path(cfg.run_dir)
     root = run_dir / "checkpoints"
-    latest = [checkpoint.latest_complete(root) if rank == 0 else None]
-    dist.broadcast_object_list(latest, src=0)
-    step, loader_state = 0, None
-    if latest[0] is not None:
-        own = checkpoint.load(root, latest[0], engine)
-        step, loader_state = own["step"], own["loader"]
-        torch.set_rng_state(own["rng"])
-    if latest[0] is None:  # dropout masks: different per data-parallel rank, identical across TP ranks
+
+    # where to resume from, decided by rank 0 (one view of the file system), converted if the world changed
+    found = [None, False]
+    if rank == 0:
+        found[0] = checkpoint.latest_complete(root)
+        if found[0] is not None:
+            written = checkpoint.manifest(root / checkpoint.tag_for(found[0]))
+            found[1] = (written["world_size"], written.get("tensor_parallel", 1)) != (world, cfg.tensor_parallel)
+            if found[1]:
+                print(f"checkpoint step {found[0]} was written by {written['world_size']} ranks, this run has "
+                      f"{world}: converting it to DeepSpeed's universal format", flush=True)
+                checkpoint.universal_dir(root, found[0])
+    dist.broadcast_object_list(found, src=0)
+    latest, elastic = found
+
+    torch.manual_seed(cfg.seed)  # identical on every rank: replicated weights start equal
+    tok = Tokenizer(cfg.tokenizer)
+    # fine-tuning from `init` takes that model's shape (and this config's dropout)
+    model_cfg = preset(cfg.model_preset, vocab_size=tok.vocab_size)
+    if cfg.init:
+        model_cfg = dataclasses.replace(model_config(cfg.init), dropout=model_cfg.dropout, vocab_size=tok.vocab_size)
+    model = JanusModel(model_cfg)
+    if latest is None and cfg.init:
+        load_init(model, cfg.init, tok)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                           config=deepspeed_config(cfg, universal=elastic), mpu=MegatronMPU())
+    counters, loader_state = Counters(), None
+    if latest is not None:
+        own = checkpoint.load(root, latest, engine, universal=elastic)
+        counters = Counters(**own["counters"])
+        if elastic:  # a new data order; dropout streams re-seeded from the step
+            torch.manual_seed(cfg.seed + 7919 * counters.step + 1000 * dp_rank)
+        else:
+            loader_state = own["loader"]
+            torch.set_rng_state(own["rng"])
+    else:  # dropout masks: different per data-parallel rank, identical across TP ranks
         torch.manual_seed(cfg.seed + 1000 * dp_rank)
     loader_cfg = LoaderConfig(kind=cfg.data_kind, token_budget=cfg.token_budget, max_tokens=cfg.max_tokens,
-                              window=cfg.window, seed=cfg.seed, num_workers=cfg.loader_workers)
+                              window=cfg.window, seed=cfg.seed + (7919 * counters.step if elastic else 0),
+                              num_workers=cfg.loader_workers)
     loader = PairLoader(shard_urls(cfg.shards), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state)
     obj = objective(cfg.objective)
+    files = _checkpoint_files(cfg, model)
+    info = {"tensor_parallel": cfg.tensor_parallel, "zero_stage": cfg.zero_stage}
+
+    def save() -> None:
+        checkpoint.save(root, counters.step, engine, {"counters": vars(counters).copy(), "loader": loader.state_dict(),
+                                                      "rng": torch.get_rng_state()},
+                        keep=cfg.keep_checkpoints, files=files, info=info)
+
+    peak = torch.tensor([cfg.peak_gflops or measure_peak_gflops(reps=5)])
+    dist.all_reduce(peak)  # MFU is relative to the sum of every rank's peak
+
     metrics_path = run_dir / "metrics.jsonl"
+    writer, bar = None, None
     if rank == 0:
-        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step] \
+        kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= counters.step] \
             if metrics_path.exists() else []
         metrics_path.write_text("".join(line + "\n" for line in kept))
-        print(f"{'resuming from step ' + str(step) if step else 'starting'}: {cfg.model_preset} JANUS, "
-              f"{dist.get_world_size()} ranks (TP {cfg.tensor_parallel} x DP {dp_world}), ZeRO-{cfg.zero_stage}",
-              flush=True)
-    flag = run_dir / PREEMPT_FLAG
-    _on_signals(lambda *_: flag.touch())  # e.g. Slurm signalling every task
-    start = time.perf_counter()
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=counters.step + 1)
+        print(f"{'resuming from step ' + str(counters.step) if counters.step else 'starting'}: "
+              f"{cfg.model_preset} JANUS ({cfg.objective}), {world} ranks (TP {cfg.tensor_parallel} x DP {dp_world}), "
+              f"ZeRO-{cfg.zero_stage}, {engine.device}", flush=True)
+        bar = Progress(cfg.max_steps, counters.step, config.get("progress_bar", False))
+
+    bad_batches = {int(x) for x in cfg.debug_nonfinite_batches.split(",") if x.strip()}
+    stop_flag, diverged_flag = run_dir / PREEMPT_FLAG, run_dir / DIVERGED_FLAG
+    _on_signals(lambda *_: stop_flag.touch())  # e.g. Slurm signalling every task
+    start, drawn = time.perf_counter(), 0
     for batch in loader:
+        drawn += 1
         # every rank agrees at a step boundary, so no rank waits in a collective another left
-        stop = torch.tensor([float(flag.exists())])
+        stop = torch.tensor([float(stop_flag.exists())])
         dist.all_reduce(stop, op=dist.ReduceOp.MAX)
         if stop.item() > 0:
-            if not checkpoint.is_complete(root / checkpoint.tag_for(step), verify=False) and step > 0:
-                checkpoint.save(root, step, engine, {"step": step, "loader": loader.state_dict(),
-                                                     "rng": torch.get_rng_state()}, keep=cfg.keep_checkpoints)
+            if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
+                save()
             if rank == 0:
-                print(f"preempted: checkpoint at step {step}; run the same command to resume", flush=True)
+                print(f"preempted: checkpoint at step {counters.step}; run the same command to resume", flush=True)
             break
-        if step >= cfg.max_steps:
+        if counters.step >= cfg.max_steps:
             break
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
+            group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps)
         batch = batch.to(engine.device)
         t0 = time.perf_counter()
         loss, terms = compute_loss(engine.module, batch, obj)
+        if drawn in bad_batches:
+            loss = loss * float("nan")
+        bad = torch.tensor([float(not torch.isfinite(loss).item())])
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item() > 0:  # every rank skips this step together
+            counters.nonfinite += 1
+            counters.nonfinite_in_row += 1
+            if rank == 0:
+                print(f"non-finite loss at step {counters.step + 1}: skipped ({counters.nonfinite_in_row} in a row)",
+                      flush=True)
+            if counters.nonfinite_in_row >= cfg.max_nonfinite:
+                if rank == 0:
+                    last = checkpoint.latest_complete(root)
+                    diverged_flag.write_text(
+                        f"the loss was non-finite {counters.nonfinite_in_row} steps in a row at step "
+                        f"{counters.step + 1}; the last good checkpoint is step {last} in {root}. Lower lr, raise "
+                        f"warmup_steps or grad_clip, or check the data; rerunning resumes from that checkpoint\n")
+                break
+            continue
+        counters.nonfinite_in_row = 0
         engine.backward(loss)
         engine.step()
-        step += 1
-        logged = torch.stack([loss.detach().float(), *[v.detach().float() for v in terms.values()],
-                              batch.tgt.ne(0).sum().float()])
+        counters.step += 1
+        flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
+        grad_norm = engine.get_global_grad_norm()
+        data_skipped = sum(vars(loader.totals()).values())
+        logged = torch.tensor([loss.item(), *[v.item() for v in terms.values()], batch.tgt.ne(0).sum().item(),
+                               flops, data_skipped])
         dist.all_reduce(logged)
+        seconds = time.perf_counter() - t0
+        counters.tokens += int(logged[-3]) // cfg.tensor_parallel
         if rank == 0:
-            n = dist.get_world_size()
-            record = {"step": step, "loss": float(logged[0]) / n,
-                      **{k: float(v) / n for k, v in zip(terms, logged[1:-1])},
-                      "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps),
-                      "tokens_per_s": float(logged[-1]) / (time.perf_counter() - t0),
+            record = {"step": counters.step, "loss": float(logged[0]) / world,
+                      **{k: float(v) / world for k, v in zip(terms, logged[1:-3])},
+                      "lr": lr_at(counters.step - 1, cfg.lr, cfg.warmup_steps),
+                      "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                      "tokens_per_s": float(logged[-3]) / cfg.tensor_parallel / seconds,
+                      "mfu": float(logged[-2]) / seconds / 1e9 / float(peak),
+                      "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
+                      "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
                       "elapsed_s": time.perf_counter() - start}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            print(f"step {step}/{cfg.max_steps} loss {record['loss']:.4f} tok/s {record['tokens_per_s']:.0f}",
-                  flush=True)
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            checkpoint.save(root, step, engine, {"step": step, "loader": loader.state_dict(),
-                                                 "rng": torch.get_rng_state()}, keep=cfg.keep_checkpoints)
+            for key, value in record.items():
+                if key != "step" and value is not None:
+                    writer.add_scalar(f"train/{key}", value, counters.step)
+            bar.update(counters.step, f"loss {record['loss']:.3f} {record['tokens_per_s']:.0f} tok/s "
+                                      f"MFU {record['mfu']:.0%}")
+        due = counters.step % cfg.checkpoint_every == 0 or counters.step == cfg.max_steps
+        if evaluator is not None and cfg.eval_every and (counters.step % cfg.eval_every == 0
+                                                         or counters.step == cfg.max_steps):
+            name, value = evaluator(engine.module)  # every rank decodes: TP/ZeRO-3 forwards are collective
+            best = checkpoint.best_step(root)
+            best_value = json.loads((root / "best.json").read_text())["value"] if best is not None else None
+            if rank == 0:
+                print(f"step {counters.step}: dev {name} {value:.2f}", flush=True)
+                writer.add_scalar(f"dev/{name}", value, counters.step)
+                with open(run_dir / "dev.jsonl", "a") as f:
+                    f.write(json.dumps({"step": counters.step, name: value}) + "\n")
+            if best_value is None or value > best_value:
+                save()
+                due = False
+                if rank == 0:
+                    checkpoint.mark_best(root, counters.step, name, value)
+            dist.barrier()
+        if due:
+            save()
+        if cfg.debug_sigkill_at_step == counters.step and rank == world - 1 \
+                and not (run_dir / "debug-killed").exists():
+            (run_dir / "debug-killed").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    if rank == 0:
+        bar.close()
+        writer.close()
 
 
-def run_pretrain(cfg: TrainConfig, address: str | None = None) -> Path:
+def plot_metrics(run_dir: Path) -> Path | None:
+    """loss.png: the total loss and each term against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    if not rows:
+        return None
+    skip = {"step", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "skipped_nonfinite", "data_skipped",
+            "elapsed_s"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    for key in [k for k in rows[-1] if k not in skip]:
+        ax.plot(steps, [r.get(key) for r in rows], label=key, linewidth=2 if key == "loss" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{Path(run_dir).name}: training loss")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    out = Path(run_dir) / "loss.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -> Path:
     """Start (or join) Ray and run the workers; returns the run directory."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -160,27 +350,41 @@ def run_pretrain(cfg: TrainConfig, address: str | None = None) -> Path:
 
     from pretrain.shards import read_index
 
-    read_index(cfg.shards)  # a wrong path fails here, in one line, before any worker starts
+    # a wrong path or too few shards fails here, in one line, before any worker starts
+    n_shards = len(read_index(cfg.shards)["shards"])
+    streams = cfg.num_workers // cfg.tensor_parallel * max(1, cfg.loader_workers)
+    if n_shards < streams:
+        raise ValueError(f"{cfg.shards} has {n_shards} shards but the run reads {streams} streams "
+                         f"(data-parallel ranks x loader_workers): write more, smaller shards (--per-shard)")
     if not Path(cfg.tokenizer).is_file():
         raise FileNotFoundError(f"tokenizer {cfg.tokenizer} does not exist: train one with `janus data tokenizer`")
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
     cfg.shards, cfg.tokenizer = str(Path(cfg.shards).resolve()), str(Path(cfg.tokenizer).resolve())
+    if cfg.init:
+        cfg.init = str(Path(cfg.init).resolve())
     save_config(cfg, run_dir / "config.json")
-    flag = run_dir / PREEMPT_FLAG
-    flag.unlink(missing_ok=True)
+    stop_flag, diverged_flag = run_dir / PREEMPT_FLAG, run_dir / DIVERGED_FLAG
+    stop_flag.unlink(missing_ok=True)
+    diverged_flag.unlink(missing_ok=True)
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  **({} if address else {"num_cpus": max(cfg.num_workers, os.cpu_count() or 1)}))
-    _on_signals(lambda *_: flag.touch())  # after ray.init, which installs its own fatal SIGTERM handler
+    _on_signals(lambda *_: stop_flag.touch())  # after ray.init, which installs its own fatal SIGTERM handler
+    use_gpu = torch.cuda.is_available() if not address else bool(ray.cluster_resources().get("GPU"))
     trainer = TorchTrainer(
-        train_worker, train_loop_config=cfg.to_dict(),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, resources_per_worker={"CPU": 1},
-                                     use_gpu=torch.cuda.is_available()),
+        train_worker, train_loop_config={"train": cfg.to_dict(), "evaluator": evaluator,
+                                           "progress_bar": sys.stdout.isatty()},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(storage_path=str(run_dir / "ray"), name="train",
                              failure_config=FailureConfig(max_failures=cfg.max_failures)))
     trainer.fit()
-    if flag.exists():
+    plot_metrics(run_dir)
+    if diverged_flag.exists():
+        raise Diverged(diverged_flag.read_text().strip())
+    if stop_flag.exists():
         raise Preempted(f"preempted; the newest checkpoint is in {run_dir / 'checkpoints'}")
     return run_dir
+

@@ -1,0 +1,98 @@
+"""The export format: one directory that any TP size, `janus finetune/evaluate` and `janus.load` read.
+
+    model.safetensors   the whole fp32 state dict (TP=1 layout)
+    config.json         {"format": "janus-export", "version": 1, "model": ModelConfig, "source": {...}}
+    tokenizer.model     the sentencepiece model the weights were trained with
+    README.md           a model card: what it is, how it was trained, its metrics
+    SHA256SUMS          sha256 of every file above (`sha256sum -c` reads it too)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from janus.config import ModelConfig
+
+FORMAT, VERSION = "janus-export", 1
+FILES = ("model.safetensors", "config.json", "tokenizer.model", "README.md")
+
+
+class ExportError(ValueError):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_export(out: str | os.PathLike, state: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer: str | os.PathLike,
+                 card: str, source: dict | None = None) -> Path:
+    """Writes into a temp directory beside `out`, then renames: a half-written export never appears."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous().float() for k, v in state.items()}, str(tmp / "model.safetensors"),
+              metadata={"format": FORMAT})
+    config = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "source": source or {}}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.copy(tokenizer, tmp / "tokenizer.model")
+    (tmp / "README.md").write_text(card)
+    (tmp / "SHA256SUMS").write_text("".join(f"{_sha256(tmp / f)}  {f}\n" for f in FILES))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def verify_export(directory: str | os.PathLike) -> list[str]:
+    """Problems found (empty when the export is intact): missing files, checksum or format mismatches."""
+    d = Path(directory)
+    if not (d / "SHA256SUMS").is_file():
+        return [f"{d / 'SHA256SUMS'} is missing: not an export written by `janus export`"]
+    problems = []
+    listed = {}
+    for line in (d / "SHA256SUMS").read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    for name in FILES:
+        if name not in listed:
+            problems.append(f"SHA256SUMS does not list {name}")
+        elif not (d / name).is_file():
+            problems.append(f"{d / name} is missing")
+        elif _sha256(d / name) != listed[name]:
+            problems.append(f"{d / name}: sha256 differs from SHA256SUMS (modified or corrupt)")
+    if not problems:
+        config = json.loads((d / "config.json").read_text())
+        if config.get("format") != FORMAT or config.get("version") != VERSION:
+            problems.append(f"{d / 'config.json'}: format {config.get('format')!r} v{config.get('version')} "
+                            f"is not {FORMAT} v{VERSION}")
+    return problems
+
+
+def is_export(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / "config.json").is_file() and (Path(directory) / "model.safetensors").is_file()
+
+
+def read_export(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, Path]:
+    """(state dict, model config, tokenizer path); refuses an export whose checksums do not match."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    problems = verify_export(d)
+    if problems:
+        raise ExportError(f"{d}: {problems[0]}")
+    config = json.loads((d / "config.json").read_text())
+    return load_file(str(d / "model.safetensors")), ModelConfig.from_dict(config["model"]), d / "tokenizer.model"

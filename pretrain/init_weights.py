@@ -1,0 +1,66 @@
+"""Starting weights for a run: an export directory, a checkpoint step directory, or a run directory
+(its best checkpoint if fine-tuning marked one, else its latest complete one)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from janus.config import ModelConfig
+from janus.export import is_export, read_export
+from pretrain import checkpoint
+
+
+def resolve(path: str | Path) -> Path:
+    """The export or checkpoint step directory that `path` names."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist: give an export (janus export), a checkpoint step "
+                                f"directory or a run directory")
+    if is_export(p) or checkpoint.is_complete(p, verify=False):
+        return p
+    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    step = checkpoint.best_step(root)
+    if step is None:
+        step = checkpoint.latest_complete(root)
+    if step is None:
+        raise FileNotFoundError(f"{p} holds no complete checkpoint and is not an export")
+    return root / checkpoint.tag_for(step)
+
+
+def model_config(path: str | Path) -> ModelConfig:
+    p = resolve(path)
+    return ModelConfig.from_dict(json.loads((p / "config.json").read_text())["model"])
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, Path]:
+    """(whole fp32 state dict, model config, tokenizer file) of an export or a checkpoint."""
+    p = resolve(path)
+    if is_export(p):
+        return read_export(p)
+    config = json.loads((p / "config.json").read_text())
+    return checkpoint.consolidate(p), ModelConfig.from_dict(config["model"]), p / "tokenizer.model"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_init(model, path: str | Path, tokenizer: str | Path) -> None:
+    """Copy the weights at `path` into `model` (any TP size), refusing a mismatched tokenizer or shape."""
+    state, cfg, tok = read_weights(path)
+    if cfg.vocab_size != model.cfg.vocab_size:
+        raise ValueError(f"{path} has a {cfg.vocab_size}-piece vocabulary and the tokenizer {tokenizer} has "
+                         f"{model.cfg.vocab_size}: use the tokenizer in {tok}")
+    if _digest(tok) != _digest(Path(tokenizer)):
+        raise ValueError(f"tokenizer {tokenizer} is not the one {path} was trained with ({tok}): "
+                         f"use that tokenizer for the data (janus data shard --tokenizer {tok})")
+    if (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.vocab_size) != \
+            (model.cfg.d_model, model.cfg.encoder_layers, model.cfg.decoder_layers, model.cfg.vocab_size):
+        raise ValueError(f"{path} holds a d_model={cfg.d_model}, {cfg.encoder_layers}+{cfg.decoder_layers} layer, "
+                         f"vocab {cfg.vocab_size} model; the config asks for d_model={model.cfg.d_model}, "
+                         f"{model.cfg.encoder_layers}+{model.cfg.decoder_layers} layers, vocab {model.cfg.vocab_size}")
+    model.load_full_state_dict(state)
