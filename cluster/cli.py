@@ -88,6 +88,59 @@ def _train(job, command: str) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from finetune.run import run_finetune
+
+    return _train(lambda: print(f"run directory: {run_finetune(args.task, args.data, args.init, args.config, args.overrides, args.address)}"),
+                  "finetune")
+
+
+def _evaluate(args) -> int:
+    from pathlib import Path
+
+    from finetune.evaluate import evaluate, load_model, write_results
+    from finetune.tasks import check_task
+    from janus.generate import modes
+
+    model, tok, train = load_model(args.model)
+    task = args.task or train.get("task") or "nmt"
+    pairs = check_task(task, args.data, splits=(args.split,))[args.split][:args.max_examples or None]
+    settings = modes(args.mode, beam=args.beam, iterations=tuple(int(t) for t in args.iterations.split(",")),
+                     length_beam=args.length_beam)
+    if args.mode == "draft":  # its speed-up and identity are measured against AR greedy
+        settings = modes("ar", beam=args.beam)[1:] + settings
+    results = evaluate(model, tok, pairs, task, settings, latency_examples=args.latency_examples)
+    out = Path(args.out)
+    write_results(results, out, task, f"{task}: {len(pairs)} {args.split} examples, {args.model}")
+    print((out / "results.md").read_text())
+    print(f"written: {out}/metrics.json, results.md, frontier.png, *.hyp")
+    return 0
+
+
+def _export(args) -> int:
+    from janus.export import verify_export
+    from pretrain.exporting import export_checkpoint
+
+    if args.verify:
+        problems = verify_export(args.source)
+        for p in problems:
+            print(f"janus export --verify: {p}", file=sys.stderr)
+        if not problems:
+            print(f"{args.source}: every file matches SHA256SUMS")
+        return 1 if problems else 0
+    if not args.out:
+        raise ValueError("give --out DIR for the export (or --verify to check one)")
+    print(f"export: {export_checkpoint(args.source, args.out)}")
+    return 0
+
+
+def _bench_train(args) -> int:
+    from pretrain.bench_train import bench_train
+
+    bench_train(args.preset, args.out, steps=args.steps)
+    return 0
+
+
 def _bench_loader(args) -> int:
     from pretrain.bench_loader import bench_loader
 
@@ -143,6 +196,35 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=50 run_dir=runs/x")
     pre.set_defaults(func=_pretrain)
 
+    ft = sub.add_parser("finetune", help="fine-tune on a task (GLGE layout) with Ray + DeepSpeed; rerun to resume")
+    ft.add_argument("--task", required=True, choices=("nmt", "summarization", "question_generation", "dialogue"))
+    ft.add_argument("--data", required=True, help="a directory with {train,dev,test}.{src,tgt}")
+    ft.add_argument("--init", required=True, help="a pretraining run / checkpoint / export, or 'scratch'")
+    ft.add_argument("--config", default="tiny", help="a TOML file or a built-in name (tiny, small)")
+    ft.add_argument("--address", default=None, help="an existing Ray cluster (default: RAY_ADDRESS or local)")
+    ft.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=500 run_dir=runs/ft")
+    ft.set_defaults(func=_finetune)
+
+    ev = sub.add_parser("evaluate", help="decode AR / NAR / draft from one model; quality, latency, frontier")
+    ev.add_argument("--model", required=True, help="a run, checkpoint or export")
+    ev.add_argument("--data", required=True, help="a directory with {split}.src and {split}.tgt")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--task", default=None, help="default: the task the model was fine-tuned on, else nmt")
+    ev.add_argument("--mode", default="all", choices=("ar", "nar", "draft", "all"))
+    ev.add_argument("--beam", type=int, default=5)
+    ev.add_argument("--iterations", default="1,2,4,10", help="mask-predict T values")
+    ev.add_argument("--length-beam", type=int, default=3)
+    ev.add_argument("--max-examples", type=int, default=0, help="evaluate the first N examples (0: all)")
+    ev.add_argument("--latency-examples", type=int, default=20, help="examples timed one by one at batch 1")
+    ev.add_argument("--out", required=True, help="directory for metrics.json, results.md, frontier.png, *.hyp")
+    ev.set_defaults(func=_evaluate)
+
+    ex = sub.add_parser("export", help="consolidate a checkpoint into safetensors + config + tokenizer + card")
+    ex.add_argument("source", help="a run directory, a checkpoint step directory (or with --verify an export)")
+    ex.add_argument("--out", default=None)
+    ex.add_argument("--verify", action="store_true", help="check an export's files against SHA256SUMS")
+    ex.set_defaults(func=_export)
+
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     model = bench_sub.add_parser("model", help="forward+backward tokens/s and MFU per objective")
@@ -151,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--target-tokens", type=int, default=4096)
     model.add_argument("--threads", type=int, default=2)
     model.set_defaults(func=_bench_model)
+    train = bench_sub.add_parser("train", help="the whole engine: AR vs JANUS, 1 vs 2 workers, vs HF BART")
+    train.add_argument("--preset", default="small")
+    train.add_argument("--out", required=True, help="JSON file to write")
+    train.add_argument("--steps", type=int, default=12, help="steps per run (the first 4 are warm-up)")
+    train.set_defaults(func=_bench_train)
     loader = bench_sub.add_parser("loader", help="loader tokens/s with 1 and 2 workers vs a training step")
     loader.add_argument("--out", required=True, help="JSON file to write")
     loader.set_defaults(func=_bench_loader)

@@ -53,6 +53,31 @@ class ARStepper:
         c = self.model.cfg
         return _full_log_probs(self.model, h[:, 1], (c.pad_id, c.bos_id, c.mask_id))
 
+    def verify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [N, k] at positions t..t+k-1, fed to the content stream at once with k queries at
+        t+1..t+k (query j sees the cache and new content <= j). Returns log-probs [N, k, V]: row j is the
+        AR distribution of the token at position t+j+1. The k content items are cached; `truncate` drops
+        the ones that were not accepted."""
+        n, k = tokens.shape
+        t, dev = self.t, tokens.device
+        items = torch.cat([tokens, torch.full_like(tokens, self.model.cfg.mask_id)], 1)
+        new = torch.arange(k, device=dev)
+        positions = torch.cat([new + t, new + t + 1]).expand(n, 2 * k)
+        causal = new.view(1, k) <= new.view(k, 1)
+        rows = torch.cat([torch.ones(k, t, dtype=torch.bool, device=dev), causal,
+                          torch.zeros(k, k, dtype=torch.bool, device=dev)], 1)
+        mask = torch.cat([rows, rows], 0).expand(n, 2 * k, t + 2 * k)
+        h = self.model.decode(self.enc, items, positions, mask, memory_kv=self.memory, cache=self.cache, cache_keep=k)
+        self.t += k
+        c = self.model.cfg
+        return _full_log_probs(self.model, h[:, k:], (c.pad_id, c.bos_id, c.mask_id))
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` cached content items."""
+        for c in self.cache:
+            c["k"], c["v"] = c["k"][:, :, :length], c["v"][:, :, :length]
+        self.t = length
+
     def reorder(self, index: torch.Tensor) -> None:
         for c in self.cache:
             c["k"], c["v"] = c["k"].index_select(0, index), c["v"].index_select(0, index)
@@ -201,3 +226,64 @@ def mask_predict(model: JanusModel, src: torch.Tensor, iterations: int = 10, len
         toks = tokens[c, 1:int(lengths[c]) - 1].tolist()
         out.append(Hypothesis(toks, float(mean_lp[c])))
     return out
+
+
+@dataclass
+class DraftStats:
+    rounds: int = 0  # NAR draft + AR verify rounds
+    tokens: int = 0  # tokens emitted (incl. EOS)
+
+
+@torch.no_grad()
+def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int = 200,
+                     stats: DraftStats | None = None) -> list[Hypothesis]:
+    """Greedy AR output, produced in fewer sequential steps. Each round the NAR content stream drafts every
+    token after the accepted prefix at once (to the predicted length, the prefix given as observed tokens);
+    one AR forward scores the whole draft; the longest prefix where the draft equals the AR argmax is kept,
+    plus the AR token at the first disagreement. Every kept token is the AR argmax given what precedes it,
+    so the output is AR greedy's. Examples are decoded one at a time."""
+    return [_draft_one(model, src[i:i + 1][:, :int(src[i].ne(model.cfg.pad_id).sum())], max_len, stats)
+            for i in range(src.shape[0])]
+
+
+def _draft_one(model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None) -> Hypothesis:
+    cfg = model.cfg
+    dev = src.device
+    limit = _max_len(model, max_len)
+    enc = model.encode(src)
+    stepper = ARStepper(model, enc)
+    predicted = int(enc.length_logits.argmax(-1))
+    prefix = [cfg.bos_id]  # accepted tokens; the last one is not yet in the AR cache
+    score = 0.0
+    while True:
+        m = len(prefix)
+        width = min(limit, max(predicted, m + 2))
+        # NAR draft of positions m..width-2 given the prefix; EOS closes the draft at width-1
+        tokens = torch.full((1, width), cfg.mask_id, dtype=torch.long, device=dev)
+        tokens[0, :m] = torch.tensor(prefix, device=dev)
+        tokens[0, width - 1] = cfg.eos_id
+        if width - 1 > m:
+            items = nar_items(tokens, cfg.pad_id)
+            h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=stepper.memory)
+            pred = _full_log_probs(model, h[:, m:width - 1], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)).argmax(-1)
+            tokens[0, m:width - 1] = pred[0]
+        draft = tokens[0, m:width].tolist()  # positions m..width-1
+        # one AR forward: content = the last accepted token and the draft but its final item
+        logp = stepper.verify(torch.tensor([[prefix[-1], *draft[:-1]]], device=dev))[0]  # rows: positions m..width-1
+        if width == limit:  # the last position allowed must be EOS, as in ar_greedy
+            logp[-1, torch.arange(logp.shape[-1], device=dev) != cfg.eos_id] = float("-inf")
+        best_lp, greedy = logp.max(-1)
+        greedy = greedy.tolist()
+        accepted = 0
+        while accepted < len(draft) and draft[accepted] == greedy[accepted] and draft[accepted] != cfg.eos_id:
+            accepted += 1
+        new = greedy[:accepted + 1] if accepted < len(draft) else greedy[:accepted]
+        score += float(best_lp[:len(new)].sum())
+        stepper.truncate(m + len(new) - 1)  # cache: every accepted token but the newest
+        prefix.extend(new)
+        if stats is not None:
+            stats.rounds += 1
+            stats.tokens += len(new)
+        if prefix[-1] == cfg.eos_id or len(prefix) >= limit:
+            break
+    return Hypothesis([x for x in prefix[1:] if x not in (cfg.eos_id, cfg.pad_id)], score)

@@ -42,6 +42,8 @@ class TrainConfig:
     max_nonfinite: int = 5  # this many non-finite losses in a row stop the run
     init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
     eval_every: int = 0  # fine-tuning: dev metric every N steps; the best checkpoint is kept
+    task: str = ""  # fine-tuning: nmt | summarization | question_generation | dialogue
+    dev_examples: int = 200  # fine-tuning: dev pairs decoded (AR greedy) for the dev metric
     peak_gflops: float = 0.0  # per-rank matmul peak for MFU; 0 = measure at start
     # fault injection, for tests of the failure paths
     debug_nonfinite_batches: str = ""  # "3,7": make the loss of these batches (1-based, this process) NaN

@@ -127,7 +127,7 @@ def train_worker(config: dict) -> None:
     import deepspeed
     from torch.utils.tensorboard import SummaryWriter
 
-    from janus.config import preset
+    from janus.config import ModelConfig, preset
     from janus.flops import measure_peak_gflops, step_flops
     from janus.model import JanusModel
     from janus.objective import compute_loss, objective
@@ -165,13 +165,16 @@ def train_worker(config: dict) -> None:
 
     torch.manual_seed(cfg.seed)  # identical on every rank: replicated weights start equal
     tok = Tokenizer(cfg.tokenizer)
-    # fine-tuning from `init` takes that model's shape (and this config's dropout)
+    # a resumed run keeps its checkpoint's shape; fine-tuning from `init` takes that model's (with this dropout)
     model_cfg = preset(cfg.model_preset, vocab_size=tok.vocab_size)
-    if cfg.init:
+    if latest is not None:
+        saved = json.loads((root / checkpoint.tag_for(latest) / "config.json").read_text())["model"]
+        model_cfg = ModelConfig.from_dict(saved)
+    elif cfg.init:
         model_cfg = dataclasses.replace(model_config(cfg.init), dropout=model_cfg.dropout, vocab_size=tok.vocab_size)
     model = JanusModel(model_cfg)
     if latest is None and cfg.init:
-        load_init(model, cfg.init, tok)
+        load_init(model, cfg.init, cfg.tokenizer)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            config=deepspeed_config(cfg, universal=elastic), mpu=MegatronMPU())
     counters, loader_state = Counters(), None
@@ -210,13 +213,14 @@ def train_worker(config: dict) -> None:
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=counters.step + 1)
         print(f"{'resuming from step ' + str(counters.step) if counters.step else 'starting'}: "
               f"{cfg.model_preset} JANUS ({cfg.objective}), {world} ranks (TP {cfg.tensor_parallel} x DP {dp_world}), "
-              f"ZeRO-{cfg.zero_stage}, {engine.device}", flush=True)
+              f"ZeRO-{cfg.zero_stage}, {engine.device}, {torch.get_num_threads()} threads/rank", flush=True)
         bar = Progress(cfg.max_steps, counters.step, config.get("progress_bar", False))
 
     bad_batches = {int(x) for x in cfg.debug_nonfinite_batches.split(",") if x.strip()}
     stop_flag, diverged_flag = run_dir / PREEMPT_FLAG, run_dir / DIVERGED_FLAG
     _on_signals(lambda *_: stop_flag.touch())  # e.g. Slurm signalling every task
     start, drawn = time.perf_counter(), 0
+    last_step_end = start
     for batch in loader:
         drawn += 1
         # every rank agrees at a step boundary, so no rank waits in a collective another left
@@ -233,7 +237,6 @@ def train_worker(config: dict) -> None:
         for group in engine.optimizer.param_groups:
             group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps)
         batch = batch.to(engine.device)
-        t0 = time.perf_counter()
         loss, terms = compute_loss(engine.module, batch, obj)
         if drawn in bad_batches:
             loss = loss * float("nan")
@@ -264,7 +267,8 @@ def train_worker(config: dict) -> None:
         logged = torch.tensor([loss.item(), *[v.item() for v in terms.values()], batch.tgt.ne(0).sum().item(),
                                flops, data_skipped])
         dist.all_reduce(logged)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - last_step_end  # wall clock: loader wait + step + logging
+        last_step_end = time.perf_counter()
         counters.tokens += int(logged[-3]) // cfg.tensor_parallel
         if rank == 0:
             record = {"step": counters.step, "loss": float(logged[0]) / world,
@@ -273,6 +277,7 @@ def train_worker(config: dict) -> None:
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
                       "tokens_per_s": float(logged[-3]) / cfg.tensor_parallel / seconds,
                       "mfu": float(logged[-2]) / seconds / 1e9 / float(peak),
+                      "gflops": float(logged[-2]) / 1e9, "peak_gflop_s": float(peak),
                       "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
                       "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
                       "elapsed_s": time.perf_counter() - start}
@@ -324,8 +329,8 @@ def plot_metrics(run_dir: Path) -> Path | None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     if not rows:
         return None
-    skip = {"step", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "skipped_nonfinite", "data_skipped",
-            "elapsed_s"}
+    skip = {"step", "lr", "grad_norm", "tokens_per_s", "mfu", "gflops", "peak_gflop_s", "tokens",
+            "skipped_nonfinite", "data_skipped", "elapsed_s"}
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows]
     for key in [k for k in rows[-1] if k not in skip]:
@@ -368,7 +373,8 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     stop_flag.unlink(missing_ok=True)
     diverged_flag.unlink(missing_ok=True)
     address = address or os.environ.get("RAY_ADDRESS")
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  **({} if address else {"num_cpus": max(cfg.num_workers, os.cpu_count() or 1)}))
     _on_signals(lambda *_: stop_flag.touch())  # after ray.init, which installs its own fatal SIGTERM handler
@@ -380,7 +386,11 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(storage_path=str(run_dir / "ray"), name="train",
                              failure_config=FailureConfig(max_failures=cfg.max_failures)))
-    trainer.fit()
+    try:
+        trainer.fit()
+    finally:
+        if started_ray:  # an embedded cluster lives as long as its job
+            ray.shutdown()
     plot_metrics(run_dir)
     if diverged_flag.exists():
         raise Diverged(diverged_flag.read_text().strip())

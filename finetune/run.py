@@ -1,0 +1,93 @@
+"""`janus finetune`: adapt a pretrained checkpoint or export (or scratch) to a task on the same Ray +
+DeepSpeed engine as pretraining, with the same resume and preemption behaviour. Every `eval_every` steps
+the workers decode dev pairs (AR greedy) and score the task's primary metric; the best checkpoint is
+marked in checkpoints/best.json and never deleted by retention."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+from finetune.metrics import PRIMARY, task_scores
+from finetune.tasks import check_task
+from pretrain.config import TrainConfig, load_config
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class DevEvaluator:
+    """Called by every worker with its model: (metric name, value) on the first dev pairs."""
+
+    def __init__(self, task: str, pairs: list[tuple[str, str]], tokenizer: str):
+        self.task, self.pairs, self.tokenizer = task, pairs, tokenizer
+
+    def __call__(self, model) -> tuple[str, float]:
+        from janus.generate import Mode, translate
+        from janus.tokenizer import Tokenizer
+
+        was_training = model.training
+        hyps = translate(model, Tokenizer(self.tokenizer), [s for s, _ in self.pairs], Mode("ar_greedy", "ar_greedy"))
+        model.train(was_training)
+        metric = PRIMARY[self.task]
+        return metric, task_scores(self.task, hyps, [t for _, t in self.pairs])[metric]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def prepare(task: str, data: str, init: str, config: str | None, overrides: list[str]) -> tuple[TrainConfig, DevEvaluator]:
+    """Validates the data, settles the tokenizer, writes the train shards (once) and returns the config."""
+    from janus.tokenizer import train_tokenizer
+    from pretrain.init_weights import resolve
+    from pretrain.shards import read_index, write_pair_shards
+
+    splits = check_task(task, data)
+    name = config or "tiny"
+    path = Path(name) if Path(name).is_file() else CONFIG_DIR / f"{name}.toml"
+    cfg = load_config(str(path) if path.is_file() else name, overrides)
+    cfg.task, cfg.data_kind = task, "pairs"
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok_path = run_dir / "tokenizer.model"
+    if init != "scratch":
+        source = resolve(init)
+        cfg.init = str(source)
+        theirs = source / "tokenizer.model"
+        if cfg.tokenizer and _digest(Path(cfg.tokenizer)) != _digest(theirs):
+            raise ValueError(f"tokenizer {cfg.tokenizer} does not match the one {source} was trained with "
+                             f"({theirs}): drop tokenizer= to use the checkpoint's")
+        if not tok_path.is_file():
+            shutil.copy(theirs, tok_path)
+    elif cfg.tokenizer:
+        if not tok_path.is_file():
+            shutil.copy(cfg.tokenizer, tok_path)
+    elif not tok_path.is_file():
+        texts = [s for pair in splits["train"] for s in pair]
+        train_tokenizer(texts, tok_path, vocab_size=min(8000, max(1000, len(set(" ".join(texts).split())) // 4)))
+    cfg.tokenizer = str(tok_path)
+    shards = run_dir / "shards"
+    fingerprint = hashlib.sha256((Path(data) / "train.src").read_bytes() + (Path(data) / "train.tgt").read_bytes()
+                                 + tok_path.read_bytes()).hexdigest()
+    index_ok = (shards / "index.json").is_file() and read_index(shards).get("fingerprint") == fingerprint
+    if not index_ok:
+        per_shard = math.ceil(len(splits["train"]) / max(4, 2 * cfg.num_workers))
+        write_pair_shards(splits["train"], tok_path, shards, pairs_per_shard=per_shard)
+        index = json.loads((shards / "index.json").read_text())
+        index["fingerprint"] = fingerprint
+        tmp = shards / "index.json.tmp"
+        tmp.write_text(json.dumps(index, indent=1))
+        tmp.replace(shards / "index.json")
+    cfg.shards = str(shards)
+    return cfg, DevEvaluator(task, splits["dev"][:cfg.dev_examples], str(tok_path.resolve()))
+
+
+def run_finetune(task: str, data: str, init: str, config: str | None = None, overrides: list[str] = (),
+                 address: str | None = None) -> Path:
+    from pretrain.trainer import run_training
+
+    cfg, evaluator = prepare(task, data, init, config, list(overrides))
+    return run_training(cfg, address, evaluator=evaluator)

@@ -1,0 +1,94 @@
+"""Text in, text out: the decoding modes of one JANUS model, and `load(DIR)` for exports.
+
+    import janus
+    model = janus.load("exports/en-de")            # an export written by `janus export`
+    model.generate(["Click OK."], mode="nar", iterations=4)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from janus.decoding import DraftStats, ar_beam, ar_greedy, draft_and_verify, mask_predict
+from janus.model import JanusModel
+from janus.tokenizer import Tokenizer, pad_batch
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One decoding setting: AR beam search, AR greedy, NAR mask-predict with T iterations, or
+    draft-and-verify (NAR drafts, AR verifies; output equals AR greedy)."""
+
+    name: str
+    kind: str  # ar_beam | ar_greedy | nar | draft
+    beam: int = 5
+    iterations: int = 10
+    length_beam: int = 3
+
+    def decode(self, model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None = None):
+        if self.kind == "ar_greedy":
+            return ar_greedy(model, src, max_len=max_len)
+        if self.kind == "ar_beam":
+            return ar_beam(model, src, beam=self.beam, max_len=max_len)
+        if self.kind == "draft":
+            return draft_and_verify(model, src, max_len=max_len, stats=stats)
+        if self.kind == "nar":
+            return mask_predict(model, src, iterations=self.iterations, length_beam=self.length_beam, max_len=max_len)
+        raise ValueError(f"unknown decoding mode {self.kind!r}: ar_beam, ar_greedy, nar or draft")
+
+
+def modes(kind: str = "all", beam: int = 5, iterations: tuple[int, ...] = (1, 2, 4, 10),
+          length_beam: int = 3) -> list[Mode]:
+    """The settings `janus evaluate --mode` names: ar, nar, draft or all."""
+    ar = [Mode(f"ar_beam{beam}", "ar_beam", beam=beam), Mode("ar_greedy", "ar_greedy")]
+    nar = [Mode(f"nar_T{t}", "nar", iterations=t, length_beam=length_beam) for t in iterations]
+    draft = [Mode("draft", "draft")]
+    chosen = {"ar": ar, "nar": nar, "draft": draft, "all": ar + nar + draft}
+    if kind not in chosen:
+        raise ValueError(f"--mode {kind!r}: choose ar, nar, draft or all")
+    return chosen[kind]
+
+
+@torch.no_grad()
+def translate(model: JanusModel, tok: Tokenizer, sources: list[str], mode: Mode, batch_size: int = 32,
+              stats: DraftStats | None = None) -> list[str]:
+    model.eval()
+    device = next(model.parameters()).device
+    max_pos = model.cfg.max_positions
+    out = []
+    for i in range(0, len(sources), batch_size):
+        ids = [tok.encode(s)[:max_pos] for s in sources[i:i + batch_size]]
+        max_len = min(max_pos, 2 * max(len(x) for x in ids) + 10)
+        hyps = mode.decode(model, pad_batch(ids).to(device), max_len, stats)
+        out.extend(tok.decode([h.tokens for h in hyps]))
+    return out
+
+
+class JanusGenerator:
+    """A loaded model and its tokenizer."""
+
+    def __init__(self, model: JanusModel, tokenizer: Tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def generate(self, texts: list[str], mode: str = "ar_beam", beam: int = 5, iterations: int = 4,
+                 length_beam: int = 3, batch_size: int = 32) -> list[str]:
+        """mode: ar_beam | ar_greedy | nar (mask-predict, `iterations` passes) | draft."""
+        return translate(self.model, self.tokenizer, list(texts),
+                         Mode(mode, mode, beam=beam, iterations=iterations, length_beam=length_beam), batch_size)
+
+
+def load(directory: str | os.PathLike, device: str | None = None) -> JanusGenerator:
+    """Load an export at this process's TP size (1 unless megatron's parallel state says otherwise)."""
+    from janus.export import read_export
+    from janus.parallel import init_parallel, parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        init_parallel(1)
+    state, cfg, tok_path = read_export(directory)
+    model = JanusModel(cfg)
+    model.load_full_state_dict(state)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return JanusGenerator(model.to(device).eval(), Tokenizer(tok_path))
