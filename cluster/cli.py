@@ -134,6 +134,33 @@ def _export(args) -> int:
     return 0
 
 
+def _janus_command(rest: list[str]) -> list[str]:
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
+def _submit_slurm(args) -> int:
+    from cluster.slurm import SlurmJob, submit
+
+    job = SlurmJob(_janus_command(args.command), nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                   cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time,
+                   job_name=args.job_name, signal_before_s=args.signal_before, log_dir=args.log_dir, mem=args.mem,
+                   extra_sbatch=tuple(args.sbatch))
+    result = submit(job, dry_run=args.dry_run)
+    print(result if args.dry_run else f"submitted batch job {result} (log: {args.log_dir}/{args.job_name}-{result}.out)")
+    return 0
+
+
+def _submit_k8s(args) -> int:
+    from cluster.k8s import K8sJob, submit
+
+    job = K8sJob(_janus_command(args.command), image=args.image, name=args.name, namespace=args.namespace,
+                 workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                 memory_per_worker=args.memory_per_worker, data_pvc=args.data_pvc,
+                 checkpoint_pvc=args.checkpoint_pvc, backoff_limit=args.backoff_limit)
+    print(submit(job, out=args.out))
+    return 0
+
+
 def _bench_train(args) -> int:
     from pretrain.bench_train import bench_train
 
@@ -225,6 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--verify", action="store_true", help="check an export's files against SHA256SUMS")
     ex.set_defaults(func=_export)
 
+    submit = sub.add_parser("submit", help="run a janus command on a Slurm or Kubernetes (KubeRay) cluster")
+    where = submit.add_subparsers(dest="submit_command", required=True)
+    sl = where.add_parser("slurm", help="an sbatch job: Ray over the nodes, the command, requeue on preemption")
+    sl.add_argument("--nodes", type=int, default=1)
+    sl.add_argument("--gpus-per-node", type=int, default=0)
+    sl.add_argument("--cpus-per-task", type=int, default=8, help="CPUs per node for Ray (one task per node)")
+    sl.add_argument("--partition", default="")
+    sl.add_argument("--time", default="04:00:00", help="time limit: minutes, HH:MM:SS or D-HH:MM:SS")
+    sl.add_argument("--mem", default="", help="memory per node, e.g. 64G (default: the partition's)")
+    sl.add_argument("--job-name", default="janus")
+    sl.add_argument("--signal-before", type=int, default=300, help="seconds before the limit to checkpoint")
+    sl.add_argument("--log-dir", default="runs/slurm")
+    sl.add_argument("--sbatch", action="append", default=[], help="an extra sbatch option, e.g. --account=ml")
+    sl.add_argument("--dry-run", action="store_true", help="print the sbatch script instead of submitting it")
+    sl.add_argument("command", nargs=argparse.REMAINDER, help="-- janus pretrain|finetune ...")
+    sl.set_defaults(func=_submit_slurm)
+    k8 = where.add_parser("k8s", help="a KubeRay RayJob: CPU head, GPU workers, volumes, the same command")
+    k8.add_argument("--image", required=True, help="a container image with this project installed")
+    k8.add_argument("--name", default="janus")
+    k8.add_argument("--namespace", default="default")
+    k8.add_argument("--workers", type=int, default=1, help="GPU worker pods")
+    k8.add_argument("--gpus-per-worker", type=int, default=1)
+    k8.add_argument("--cpus-per-worker", type=int, default=8)
+    k8.add_argument("--memory-per-worker", default="64Gi")
+    k8.add_argument("--data-pvc", default="", help="a PersistentVolumeClaim mounted at /data")
+    k8.add_argument("--checkpoint-pvc", default="", help="a PersistentVolumeClaim mounted at /checkpoints")
+    k8.add_argument("--backoff-limit", type=int, default=3, help="job retries (each resumes from /checkpoints)")
+    k8.add_argument("--out", default=None, help="write the manifest here instead of applying it with kubectl")
+    k8.add_argument("command", nargs=argparse.REMAINDER, help="-- janus pretrain|finetune ...")
+    k8.set_defaults(func=_submit_k8s)
+
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     model = bench_sub.add_parser("model", help="forward+backward tokens/s and MFU per objective")
@@ -250,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, KeyError) as err:  # SubmitError, ConfigKeyError, ExportError too
         print(f"janus {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # FetchError and friends: one line, no traceback
