@@ -141,7 +141,7 @@ def _janus_command(rest: list[str]) -> list[str]:
 def _submit_slurm(args) -> int:
     from cluster.slurm import SlurmJob, submit
 
-    job = SlurmJob(_janus_command(args.command), nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+    job = SlurmJob(_janus_command(args.janus_args), nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                    cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time,
                    job_name=args.job_name, signal_before_s=args.signal_before, log_dir=args.log_dir, mem=args.mem,
                    extra_sbatch=tuple(args.sbatch))
@@ -153,7 +153,7 @@ def _submit_slurm(args) -> int:
 def _submit_k8s(args) -> int:
     from cluster.k8s import K8sJob, submit
 
-    job = K8sJob(_janus_command(args.command), image=args.image, name=args.name, namespace=args.namespace,
+    job = K8sJob(_janus_command(args.janus_args), image=args.image, name=args.name, namespace=args.namespace,
                  workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                  memory_per_worker=args.memory_per_worker, data_pvc=args.data_pvc,
                  checkpoint_pvc=args.checkpoint_pvc, backoff_limit=args.backoff_limit)
@@ -266,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--log-dir", default="runs/slurm")
     sl.add_argument("--sbatch", action="append", default=[], help="an extra sbatch option, e.g. --account=ml")
     sl.add_argument("--dry-run", action="store_true", help="print the sbatch script instead of submitting it")
-    sl.add_argument("command", nargs=argparse.REMAINDER, help="-- janus pretrain|finetune ...")
+    sl.add_argument("janus_args", nargs=argparse.REMAINDER, help="-- janus pretrain|finetune ...")
     sl.set_defaults(func=_submit_slurm)
     k8 = where.add_parser("k8s", help="a KubeRay RayJob: CPU head, GPU workers, volumes, the same command")
-    k8.add_argument("--image", required=True, help="a container image with this project installed")
+    k8.add_argument("--image", default="", help="a container image with this project installed")
     k8.add_argument("--name", default="janus")
     k8.add_argument("--namespace", default="default")
     k8.add_argument("--workers", type=int, default=1, help="GPU worker pods")
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     k8.add_argument("--checkpoint-pvc", default="", help="a PersistentVolumeClaim mounted at /checkpoints")
     k8.add_argument("--backoff-limit", type=int, default=3, help="job retries (each resumes from /checkpoints)")
     k8.add_argument("--out", default=None, help="write the manifest here instead of applying it with kubectl")
-    k8.add_argument("command", nargs=argparse.REMAINDER, help="-- janus pretrain|finetune ...")
+    k8.add_argument("janus_args", nargs=argparse.REMAINDER, help="-- janus pretrain|finetune ...")
     k8.set_defaults(func=_submit_k8s)
 
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
