@@ -105,8 +105,11 @@ def _evaluate(args) -> int:
     model, tok, train = load_model(args.model)
     task = args.task or train.get("task") or "nmt"
     pairs = check_task(task, args.data, splits=(args.split,))[args.split][:args.max_examples or None]
+    from janus.objective import objective
+
+    bang = objective(train["objective"]).bang_streams if train.get("objective") else 0
     settings = modes(args.mode, beam=args.beam, iterations=tuple(int(t) for t in args.iterations.split(",")),
-                     length_beam=args.length_beam)
+                     length_beam=args.length_beam, bang_streams=bang)
     if args.mode == "draft":  # its speed-up and identity are measured against AR greedy
         settings = modes("ar", beam=args.beam)[1:] + settings
     results = evaluate(model, tok, pairs, task, settings, latency_examples=args.latency_examples)

@@ -287,3 +287,59 @@ def _draft_one(model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftS
         if prefix[-1] == cfg.eos_id or len(prefix) >= limit:
             break
     return Hypothesis([x for x in prefix[1:] if x not in (cfg.eos_id, cfg.pad_id)], score)
+
+
+@torch.no_grad()
+def bang_generate(model: JanusModel, src: torch.Tensor, streams: int = 4, block: int | None = None,
+                  max_len: int = 200) -> list[Hypothesis]:
+    """Decoding a BANG-trained model. `block` tokens per decoder pass: semi-NAR, where in each round the
+    query of stream j predicts position m+j from the m+1 tokens decoded so far (block <= streams; block 1
+    is AR through stream 1). block=None is NAR: one pass over [bos, MASK, ...], position t predicted by
+    stream min(t, streams). Output is cut at the first EOS."""
+    from janus.masks import bang_items
+
+    cfg = model.cfg
+    limit = _max_len(model, max_len)
+    b, dev = src.shape[0], src.device
+    enc = model.encode(src)
+    memory = model.memory_kv(enc)
+    forbid = (cfg.pad_id, cfg.bos_id, cfg.mask_id)
+
+    def run(content: torch.Tensor) -> torch.Tensor:
+        items = bang_items(content, streams, cfg.pad_id, cfg.mask_id)
+        n = content.shape[1]
+        h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
+        return h.view(b, streams, n, -1)  # [B, stream, position-1, d]
+
+    if block is None:
+        n = limit - 1
+        content = torch.full((b, n), cfg.mask_id, dtype=torch.long, device=dev)
+        content[:, 0] = cfg.bos_id
+        h = run(content)
+        t = torch.arange(1, n + 1, device=dev)
+        chosen = h[:, (t.clamp(max=streams) - 1), t - 1]  # [B, n, d]
+        logp, out = _full_log_probs(model, chosen, forbid).max(-1)
+        rows, scores = out.tolist(), logp.sum(-1).tolist()
+    else:
+        if not 1 <= block <= streams:
+            raise ValueError(f"block={block} must be between 1 and the model's {streams} streams")
+        tokens = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=dev)
+        scores_t = torch.zeros(b, device=dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        while tokens.shape[1] < limit and not bool(done.all()):
+            m = tokens.shape[1] - 1
+            step = min(block, limit - 1 - m)
+            content = torch.cat([tokens, torch.full((b, step - 1), cfg.mask_id, dtype=torch.long, device=dev)], 1)
+            h = run(content)
+            j = torch.arange(step, device=dev)
+            logp, new = _full_log_probs(model, h[:, j, m + j], forbid).max(-1)  # stream j+1 at position m+j+1
+            new = new.masked_fill(done.unsqueeze(1), cfg.pad_id)
+            scores_t += (logp * (~done).unsqueeze(1)).sum(1)
+            tokens = torch.cat([tokens, new], 1)
+            done |= new.eq(cfg.eos_id).any(1)
+        rows, scores = tokens[:, 1:].tolist(), scores_t.tolist()
+    out = []
+    for row, sc in zip(rows, scores):
+        cut = row.index(cfg.eos_id) if cfg.eos_id in row else len(row)
+        out.append(Hypothesis([x for x in row[:cut] if x != cfg.pad_id], float(sc)))
+    return out

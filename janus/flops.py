@@ -16,6 +16,9 @@ def decoder_passes(batch: Batch, obj: ObjectiveConfig) -> list[tuple[int, int]]:
     """(items through the decoder, positions through the output projection) per pass, per example."""
     length = batch.tgt.shape[1]
     k = int(batch.masked.sum(1).max()) if batch.masked.any() else 0
+    if obj.bang_streams:
+        n = length - 1
+        return [(n * (1 + obj.bang_streams), n * obj.bang_streams)]
     passes = []
     if obj.needs_ar:
         passes.append((2 * (length - 1), length - 1))

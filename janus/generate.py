@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from janus.decoding import DraftStats, ar_beam, ar_greedy, draft_and_verify, mask_predict
+from janus.decoding import DraftStats, ar_beam, ar_greedy, bang_generate, draft_and_verify, mask_predict
 from janus.model import JanusModel
 from janus.tokenizer import Tokenizer, pad_batch
 
@@ -23,10 +23,11 @@ class Mode:
     draft-and-verify (NAR drafts, AR verifies; output equals AR greedy)."""
 
     name: str
-    kind: str  # ar_beam | ar_greedy | nar | draft
+    kind: str  # ar_beam | ar_greedy | nar | draft | bang_nar | bang_semi (a BANG-trained model)
     beam: int = 5
     iterations: int = 10
     length_beam: int = 3
+    streams: int = 4  # BANG: the model's predicting streams; bang_semi emits this many tokens per pass
 
     def decode(self, model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None = None):
         if self.kind == "ar_greedy":
@@ -35,15 +36,25 @@ class Mode:
             return ar_beam(model, src, beam=self.beam, max_len=max_len)
         if self.kind == "draft":
             return draft_and_verify(model, src, max_len=max_len, stats=stats)
+        if self.kind == "bang_nar":
+            return bang_generate(model, src, self.streams, None, max_len=max_len)
+        if self.kind == "bang_semi":
+            return bang_generate(model, src, self.streams, self.streams, max_len=max_len)
         if self.kind == "nar":
             return mask_predict(model, src, iterations=self.iterations, length_beam=self.length_beam, max_len=max_len)
-        raise ValueError(f"unknown decoding mode {self.kind!r}: ar_beam, ar_greedy, nar or draft")
+        raise ValueError(f"unknown decoding mode {self.kind!r}: ar_beam, ar_greedy, nar, draft, bang_nar, bang_semi")
 
 
 def modes(kind: str = "all", beam: int = 5, iterations: tuple[int, ...] = (1, 2, 4, 10),
-          length_beam: int = 3) -> list[Mode]:
-    """The settings `janus evaluate --mode` names: ar, nar, draft or all."""
+          length_beam: int = 3, bang_streams: int = 0) -> list[Mode]:
+    """The settings `janus evaluate --mode` names: ar, nar, draft or all. For a BANG-trained model
+    (bang_streams > 0) NAR is BANG's one-pass NAR and its semi-NAR (bang_streams tokens per pass), and
+    draft is not offered (it drafts with the CMLM stream BANG does not train)."""
     ar = [Mode(f"ar_beam{beam}", "ar_beam", beam=beam), Mode("ar_greedy", "ar_greedy")]
+    if bang_streams:
+        nar = [Mode("bang_nar", "bang_nar", streams=bang_streams),
+               Mode(f"bang_semi{bang_streams}", "bang_semi", streams=bang_streams)]
+        return {"ar": ar, "nar": nar, "all": ar + nar}.get(kind) or _refuse(kind)
     nar = [Mode(f"nar_T{t}", "nar", iterations=t, length_beam=length_beam) for t in iterations]
     draft = [Mode("draft", "draft")]
     chosen = {"ar": ar, "nar": nar, "draft": draft, "all": ar + nar + draft}
@@ -65,6 +76,10 @@ def translate(model: JanusModel, tok: Tokenizer, sources: list[str], mode: Mode,
         hyps = mode.decode(model, pad_batch(ids).to(device), max_len, stats)
         out.extend(tok.decode([h.tokens for h in hyps]))
     return out
+
+
+def _refuse(kind: str):
+    raise ValueError(f"--mode {kind!r} is not available for a BANG-trained model: choose ar, nar or all")
 
 
 class JanusGenerator:

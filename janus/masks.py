@@ -115,3 +115,33 @@ def janus_nar_items(tgt: torch.Tensor, noised: torch.Tensor, mpos: torch.Tensor,
     tokens = torch.cat([noised, truth, queries], 1)
     positions = torch.cat([torch.arange(length, device=dev).expand(b, -1), mpos, mpos], 1)
     return Items(tokens, positions, _ensure_nonempty(mask))
+
+
+def bang_items(content: torch.Tensor, streams: int, pad_id: int, mask_id: int) -> Items:
+    """BANG's decoder (Qi et al., 2021) in the same backbone: a main stream and `streams` predicting streams.
+
+    content [B, n]: main-stream tokens at positions 0..n-1 (bos y1 .. y(n-1) in training). Items are
+    [main 0..n-1][stream 1 at 1..n][stream 2 at 1..n]...; the query of stream k at position t predicts
+    y_t and sees main-stream items at positions <= t-k (the k-1 tokens before t hidden) and, cross-stream
+    visible, the [MASK] of stream k-(t-j) at each hidden position j = t-k+1..t-1. Stream 1 is exactly the
+    AR query stream of `ar_items`. (The rule is the spec's reconstruction of BANG's masks.)"""
+    b, n = content.shape
+    dev = content.device
+    t = torch.arange(1, n + 1, device=dev)  # query positions
+    j = torch.arange(n, device=dev)  # main-stream positions
+    key_ok = content.ne(pad_id).unsqueeze(1)  # [B, 1, n]
+    main_rows = (j.view(1, n) <= j.view(n, 1)).unsqueeze(0) & key_ok
+    rows = [torch.cat([main_rows, torch.zeros(b, n, streams * n, dtype=torch.bool, device=dev)], 2)]
+    for k in range(1, streams + 1):
+        sees_main = (j.view(1, n) <= (t - k).view(n, 1)).unsqueeze(0) & key_ok  # [B, n(t), n(j)]
+        blocks = []
+        for m in range(1, streams + 1):  # stream m's item at position t - (k - m), for m < k
+            cross = (t.view(1, n) == (t - (k - m)).view(n, 1)) if m < k else torch.zeros(n, n, dtype=torch.bool,
+                                                                                         device=dev)
+            blocks.append(cross.unsqueeze(0).expand(b, n, n))
+        rows.append(torch.cat([sees_main, *blocks], 2))
+    mask = torch.cat(rows, 1)
+    queries = torch.full((b, streams * n), mask_id, dtype=content.dtype, device=dev)
+    tokens = torch.cat([content, queries], 1)
+    positions = torch.cat([j, t.repeat(streams)]).unsqueeze(0).expand(b, -1)
+    return Items(tokens, positions, _ensure_nonempty(mask))

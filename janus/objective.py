@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from janus.masks import ar_items, janus_nar_items, masked_items, nar_items
+from janus.masks import ar_items, bang_items, janus_nar_items, masked_items, nar_items
 from janus.model import JanusModel
 from janus.parallel import vocab_parallel_log_softmax, vocab_pick, vocab_sum
 
@@ -29,6 +29,7 @@ class ObjectiveConfig:
     kl_nar_aux: float = 1.0  # SKL(P_NAR[M], P_AUX[M])
     label_smoothing: float = 0.1
     aux_order: str = "left_to_right"  # left_to_right | permutation (the XLNet variant)
+    bang_streams: int = 0  # > 0: the BANG objective (mean NLL over this many predicting streams) instead
 
     @property
     def needs_ar(self) -> bool:
@@ -51,6 +52,11 @@ OBJECTIVES: dict[str, dict] = {
                            label_smoothing=0.0),
     "ar": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0),
     "cmlm": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=1.0, length=0.1, kl_nar_aux=0.0),
+    # BANG (Qi et al., 2021): 4 predicting streams, AR to NAR
+    "bang": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0,
+                 bang_streams=4),
+    # JANUS with the XLNet variant of P_AUX
+    "janus-permutation": dict(aux_order="permutation"),
 }
 
 
@@ -88,8 +94,25 @@ def length_targets(tgt: torch.Tensor, pad_id: int, classes: int) -> torch.Tensor
     return tgt.ne(pad_id).sum(1).clamp(max=classes - 1)
 
 
+def bang_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BANG: the mean over predicting streams of each stream's label-smoothed NLL of y_1..y_n."""
+    mc = model.cfg
+    tgt = batch.tgt
+    n, k = tgt.shape[1] - 1, cfg.bang_streams
+    enc = model.encode(batch.src)
+    items = bang_items(tgt[:, :-1], k, mc.pad_id, mc.mask_id)
+    h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=model.memory_kv(enc))[:, n:]
+    logp = vocab_parallel_log_softmax(model.logits(h)).view(tgt.shape[0], k, n, -1)
+    valid = tgt[:, 1:].ne(mc.pad_id).float()
+    terms = {f"stream{s + 1}": label_smoothed_nll(logp[:, s], tgt[:, 1:], valid, cfg.label_smoothing, mc.vocab_size)
+             for s in range(k)}
+    return sum(terms.values()) / k, terms
+
+
 def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Returns the weighted total and each term (unweighted) for logging."""
+    if cfg.bang_streams > 0:
+        return bang_loss(model, batch, cfg)
     mc = model.cfg
     tgt = batch.tgt
     eps, vocab = cfg.label_smoothing, mc.vocab_size

@@ -188,11 +188,11 @@ def train_worker(config: dict) -> None:
             torch.set_rng_state(own["rng"])
     else:  # dropout masks: different per data-parallel rank, identical across TP ranks
         torch.manual_seed(cfg.seed + 1000 * dp_rank)
-    loader_cfg = LoaderConfig(kind=cfg.data_kind, token_budget=cfg.token_budget, max_tokens=cfg.max_tokens,
+    obj = objective(cfg.objective)
+    loader_cfg = LoaderConfig(kind=cfg.data_kind, aux_order=obj.aux_order, token_budget=cfg.token_budget, max_tokens=cfg.max_tokens,
                               window=cfg.window, seed=cfg.seed + (7919 * counters.step if elastic else 0),
                               num_workers=cfg.loader_workers)
     loader = PairLoader(shard_urls(cfg.shards), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state)
-    obj = objective(cfg.objective)
     files = _checkpoint_files(cfg, model)
     info = {"tensor_parallel": cfg.tensor_parallel, "zero_stage": cfg.zero_stage}
 

@@ -1,0 +1,93 @@
+"""BANG in the same backbone: the predicting streams' information flow (perturb a hidden token and the
+prediction is bit-identical), stream 1 is the AR pass, and a tiny BANG model trains and decodes AR,
+semi-NAR and NAR."""
+
+import pytest
+import torch
+
+from janus.config import preset
+from janus.decoding import ar_greedy, bang_generate
+from janus.masks import ar_items, bang_items
+from janus.model import JanusModel
+from janus.noising import span_mask
+from janus.objective import Batch, compute_loss, objective
+from janus.tokenizer import pad_batch
+
+STREAMS = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tokenizer, real_pairs):
+    torch.manual_seed(0)
+    model = JanusModel(preset("tiny", vocab_size=tokenizer.vocab_size)).eval()
+    pairs = [p for p in real_pairs if len(tokenizer.encode(p[1])) >= 12][:4]
+    src = pad_batch([tokenizer.encode(s) for s, _ in pairs])
+    tgt = pad_batch([tokenizer.encode(t) for _, t in pairs])
+    return model, src, tgt
+
+
+@torch.no_grad()
+def stream_logits(model, src, tgt):
+    """[B, stream, n, V]: stream k's prediction of y_t at [:, k-1, t-1]."""
+    content = tgt[:, :-1]
+    n = content.shape[1]
+    items = bang_items(content, STREAMS, 0, 4)
+    h = model.decode(model.encode(src), items.tokens, items.positions, items.mask)[:, n:]
+    return model.logits(h).view(tgt.shape[0], STREAMS, n, -1)
+
+
+def test_stream_k_never_sees_the_k_minus_1_tokens_before_its_target(setup):
+    model, src, tgt = setup
+    base = stream_logits(model, src, tgt)
+    t = 10  # predict y_10
+    for k in range(1, STREAMS + 1):
+        for hidden in list(range(t - k + 1, t)) + [t, t + 1]:  # the k-1 tokens before t, the target, later ones
+            moved = tgt.clone()
+            moved[0, hidden] = 5 + (int(tgt[0, hidden]) + 7) % 900
+            assert torch.equal(stream_logits(model, src, moved)[0, k - 1, t - 1], base[0, k - 1, t - 1]), (k, hidden)
+        visible = tgt.clone()
+        visible[0, t - k] = 5 + (int(tgt[0, t - k]) + 7) % 900  # the last main-stream token it may see
+        assert not torch.allclose(stream_logits(model, src, visible)[0, k - 1, t - 1], base[0, k - 1, t - 1])
+
+
+def test_stream_1_is_the_ar_pass(setup):
+    model, src, tgt = setup
+    n = tgt.shape[1] - 1
+    items = ar_items(tgt, 0, 4)
+    with torch.no_grad():
+        ar = model.logits(model.decode(model.encode(src), items.tokens, items.positions, items.mask)[:, n:])
+    assert torch.allclose(stream_logits(model, src, tgt)[:, 0], ar, atol=1e-5)
+    b = Batch(src, tgt, span_mask(tgt, 0, torch.Generator().manual_seed(0)))
+    _, bang_terms = compute_loss(model, b, objective("bang"))
+    _, ar_terms = compute_loss(model, b, objective("ar"))
+    assert bang_terms["stream1"].item() == pytest.approx(ar_terms["ar"].item(), abs=1e-5)
+
+
+def test_tiny_bang_model_trains_and_decodes_ar_semi_nar_and_nar(tokenizer, real_pairs):
+    pairs = [(s, t) for s, t in real_pairs if len(tokenizer.encode(t)) <= 16 and len(tokenizer.encode(s)) <= 16][:48]
+    src = pad_batch([tokenizer.encode(s) for s, _ in pairs])
+    tgt = pad_batch([tokenizer.encode(t) for _, t in pairs])
+    torch.manual_seed(0)
+    model = JanusModel(preset("tiny", vocab_size=tokenizer.vocab_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    cfg = objective("bang", label_smoothing=0.0)
+    batch = Batch(src, tgt, torch.zeros_like(tgt, dtype=torch.bool))
+    history = []
+    for _ in range(200):
+        loss, terms = compute_loss(model, batch, cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append({k: v.item() for k, v in terms.items()})
+    assert set(history[0]) == {"stream1", "stream2", "stream3", "stream4"}
+    for k in history[0]:
+        assert history[-1][k] < 0.2 * history[0][k], (k, history[0][k], history[-1][k])
+    model.eval()
+    targets = [tokenizer.encode(t, bos_eos=False) for _, t in pairs]
+    greedy = ar_greedy(model, src, max_len=24)
+    assert sum(h.tokens == t for h, t in zip(greedy, targets)) >= 36
+    assert [h.tokens for h in bang_generate(model, src, STREAMS, block=1, max_len=24)] == [h.tokens for h in greedy]
+    semi = bang_generate(model, src, STREAMS, block=STREAMS, max_len=24)
+    nar = bang_generate(model, src, STREAMS, block=None, max_len=24)
+    assert sum(h.tokens == t for h, t in zip(semi, targets)) >= 12  # 4 tokens per pass, memorised data
+    assert len(nar) == len(pairs) and all(len(h.tokens) <= 23 for h in nar)
