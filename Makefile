@@ -29,6 +29,8 @@ test: setup
 
 bench: setup
 	$(BIN)/janus bench model --preset small --out runs/bench/model.json
+	$(BIN)/janus bench loader --out runs/bench/loader.json
+	$(BIN)/janus bench train --preset small --out runs/bench/train.json
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -164,6 +164,19 @@ def _submit_k8s(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from finetune.study import NMT_ARMS, StudyConfig, run_study
+
+    tasks = ("nmt",) if args.task == "nmt" else ("nmt", "summarization", "dialogue")
+    arms = tuple(args.arms.split(",")) if args.arms else NMT_ARMS
+    unknown = set(arms) - set(NMT_ARMS)
+    if unknown:
+        raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS)}")
+    run_study(StudyConfig(budget=args.budget, preset=args.preset, token_budget=args.token_budget, tasks=tasks,
+                          arms=arms, test_examples=args.test_examples), args.out)
+    return 0
+
+
 def _bench_train(args) -> int:
     from pretrain.bench_train import bench_train
 
@@ -179,9 +192,11 @@ def _bench_loader(args) -> int:
 
 
 def _demo(args) -> int:
-    from cluster.demo import run_demo
+    from cluster.demo import DemoConfig, run_demo
 
-    run_demo(args.run_dir, steps=args.steps, preset_name=args.preset)
+    run_demo(DemoConfig(run_dir=args.run_dir, preset=args.preset, pretrain_steps=args.pretrain_steps,
+                        finetune_steps=args.finetune_steps, eval_examples=args.eval_examples,
+                        latency_examples=args.latency_examples, pretrain_documents=args.pretrain_documents))
     return 0
 
 
@@ -191,8 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job on real data, on this machine")
     demo.add_argument("--run-dir", default="runs/demo")
-    demo.add_argument("--steps", type=int, default=300)
     demo.add_argument("--preset", default="small")
+    demo.add_argument("--pretrain-steps", type=int, default=120)
+    demo.add_argument("--finetune-steps", type=int, default=200)
+    demo.add_argument("--eval-examples", type=int, default=100)
+    demo.add_argument("--latency-examples", type=int, default=10)
+    demo.add_argument("--pretrain-documents", type=int, default=20000)
     demo.set_defaults(func=_demo)
 
     data = sub.add_parser("data", help="fetch real corpora").add_subparsers(dest="data_command", required=True)
@@ -254,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None)
     ex.add_argument("--verify", action="store_true", help="check an export's files against SHA256SUMS")
     ex.set_defaults(func=_export)
+
+    st = sub.add_parser("study", help="AR vs CMLM vs JANUS vs BANG at one budget; results.md/json/png")
+    st.add_argument("task", choices=("nmt", "all"), help="nmt: the NMT arms; all: + summarization and dialogue")
+    st.add_argument("--budget", type=int, required=True, help="optimizer steps per arm")
+    st.add_argument("--preset", default="small")
+    st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
+    st.add_argument("--arms", default="", help="comma-separated subset of ar,cmlm,janus,bang,janus-permutation")
+    st.add_argument("--test-examples", type=int, default=200)
+    st.add_argument("--out", default="runs/study")
+    st.set_defaults(func=_study)
 
     submit = sub.add_parser("submit", help="run a janus command on a Slurm or Kubernetes (KubeRay) cluster")
     where = submit.add_subparsers(dest="submit_command", required=True)

@@ -1,0 +1,36 @@
+"""The main job end to end at a reduced size (real data from the cache, tiny model, a few steps per stage):
+every artefact it promises exists, and a second start skips the finished stages."""
+
+import json
+import subprocess
+import sys
+
+
+def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
+    from janus.export import verify_export
+
+    run = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "cluster.cli", "demo", "--run-dir", str(run), "--preset", "tiny",
+           "--pretrain-steps", "4", "--finetune-steps", "4", "--eval-examples", "6", "--latency-examples", "1",
+           "--pretrain-documents", "300"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    for stage in ("data", "pretrain", "finetune", "evaluate", "export"):
+        assert (run / "stages" / f"{stage}.done").is_file(), stage
+    assert [json.loads(line)["step"] for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()] == \
+        [1, 2, 3, 4]
+    assert (run / "finetune" / "checkpoints" / "best.json").is_file()
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert list(metrics) == ["ar_beam5", "ar_greedy", "nar_T1", "nar_T4", "nar_T10", "draft"]
+    assert metrics["draft"]["identical_to_ar_greedy"] == 1.0
+    report = (run / "report.md").read_text()
+    for needle in ("| ar_beam5 |", "| nar_T4 |", "| draft |", "sacreBLEU signature", "loss-pretrain.png",
+                   "frontier.png"):
+        assert needle in report, needle
+    for png in ("loss-pretrain.png", "loss-finetune.png", "frontier.png"):
+        assert (run / png).stat().st_size > 10_000, png
+    assert verify_export(run / "export") == []
+    assert "| nar_T10 |" in done.stdout  # the final table is printed
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("done already") == 5
