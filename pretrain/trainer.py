@@ -316,6 +316,14 @@ def train_worker(config: dict) -> None:
         writer.close()
 
 
+def quiet_ray_loggers() -> None:
+    """Runs in every Ray worker process of a run. Ray Train's placement-group cleaner polls the state API,
+    which lives in the dashboard we do not start, and warns every few seconds that it is unavailable."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
 def plot_metrics(run_dir: Path) -> Path | None:
     """loss.png: the total loss and each term against the step."""
     import matplotlib
@@ -373,9 +381,13 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     stop_flag.unlink(missing_ok=True)
     diverged_flag.unlink(missing_ok=True)
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray Train V2 echoes each worker print through logging too: one copy of each line is enough
+    quiet = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    os.environ.update(quiet)
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": quiet, "worker_process_setup_hook": "pretrain.trainer.quiet_ray_loggers"},
                  **({} if address else {"num_cpus": max(cfg.num_workers, os.cpu_count() or 1)}))
     _on_signals(lambda *_: stop_flag.touch())  # after ray.init, which installs its own fatal SIGTERM handler
     use_gpu = torch.cuda.is_available() if not address else bool(ray.cluster_resources().get("GPU"))
