@@ -173,7 +173,7 @@ def _study(args) -> int:
     if unknown:
         raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS)}")
     run_study(StudyConfig(budget=args.budget, preset=args.preset, token_budget=args.token_budget, tasks=tasks,
-                          arms=arms, test_examples=args.test_examples), args.out)
+                          arms=arms, test_examples=args.test_examples, lr=args.lr), args.out)
     return 0
 
 
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
     st.add_argument("--arms", default="", help="comma-separated subset of ar,cmlm,janus,bang,janus-permutation")
     st.add_argument("--test-examples", type=int, default=200)
+    st.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every arm")
     st.add_argument("--out", default="runs/study")
     st.set_defaults(func=_study)
 

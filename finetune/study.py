@@ -30,6 +30,7 @@ class StudyConfig:
     token_budget: int = 1024  # target tokens per worker per step
     workers: int = 2
     seed: int = 0
+    lr: float = 1e-3
     test_examples: int = 200
     latency_examples: int = 10
     tasks: tuple[str, ...] = ("nmt", "summarization", "dialogue")
@@ -67,7 +68,7 @@ def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: s
                  f"max_steps={study.budget}", f"checkpoint_every={study.budget}", "eval_every=0",
                  f"token_budget={study.token_budget}", f"window={study.token_budget * 8}",
                  f"num_workers={study.workers}", f"seed={study.seed}", f"warmup_steps={max(1, study.budget // 10)}",
-                 *([f"tokenizer={tokenizer}"] if init == "scratch" else [])]
+                 f"lr={study.lr}", *([f"tokenizer={tokenizer}"] if init == "scratch" else [])]
     print(f"study: {name}: {objective_name} on {task}, {study.budget} steps from {init}", flush=True)
     start = time.perf_counter()
     run_finetune(task, str(data), init, "small", overrides)
@@ -98,7 +99,7 @@ def _pretrain(study: StudyConfig, out: Path, tokenizer: Path) -> Path:
     run_training(load_config("small", [f"shards={shards}", f"tokenizer={tokenizer}", f"run_dir={run_dir}",
                                        f"model_preset={study.preset}", f"max_steps={study.budget}",
                                        f"checkpoint_every={study.budget}", f"token_budget={study.token_budget}",
-                                       f"num_workers={study.workers}", f"seed={study.seed}",
+                                       f"num_workers={study.workers}", f"seed={study.seed}", f"lr={study.lr}",
                                        f"warmup_steps={max(1, study.budget // 10)}", "max_tokens=128"]))
     return run_dir
 

@@ -32,6 +32,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_schedule: str = "inverse_sqrt"  # after warmup: inverse_sqrt | polynomial (to lr_end at max_steps)
+    lr_end: float = 0.0
+    lr_power: float = 1.0  # polynomial decay power (1 = linear)
     weight_decay: float = 0.01
     token_budget: int = 2048
     max_tokens: int = 128

@@ -51,10 +51,18 @@ def _on_signals(handler) -> None:
             pass
 
 
-def lr_at(step: int, peak: float, warmup: int) -> float:
-    """Linear warmup, then inverse square root decay."""
+def lr_at(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", total: int = 0,
+          end: float = 0.0, power: float = 1.0) -> float:
+    """Linear warmup to `peak`, then inverse square root decay, or polynomial decay to `end` at `total`."""
     s, w = step + 1, max(1, warmup)
-    return peak * min(s / w, math.sqrt(w / s))
+    if s <= w:
+        return peak * s / w
+    if schedule == "inverse_sqrt":
+        return peak * math.sqrt(w / s)
+    if schedule == "polynomial":
+        left = max(0.0, 1 - (s - w) / max(1, total - w))
+        return end + (peak - end) * left ** power
+    raise ValueError(f"lr_schedule {schedule!r}: choose inverse_sqrt or polynomial")
 
 
 def deepspeed_config(cfg: TrainConfig, universal: bool = False) -> dict:
@@ -235,7 +243,8 @@ def train_worker(config: dict) -> None:
         if counters.step >= cfg.max_steps:
             break
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps)
+            group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps, cfg.lr_end,
+                                cfg.lr_power)
         batch = batch.to(engine.device)
         loss, terms = compute_loss(engine.module, batch, obj)
         if drawn in bad_batches:
@@ -273,7 +282,7 @@ def train_worker(config: dict) -> None:
         if rank == 0:
             record = {"step": counters.step, "loss": float(logged[0]) / world,
                       **{k: float(v) / world for k, v in zip(terms, logged[1:-3])},
-                      "lr": lr_at(counters.step - 1, cfg.lr, cfg.warmup_steps),
+                      "lr": engine.optimizer.param_groups[0]["lr"],
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
                       "tokens_per_s": float(logged[-3]) / cfg.tensor_parallel / seconds,
                       "mfu": float(logged[-2]) / seconds / 1e9 / float(peak),
@@ -363,6 +372,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
 
     from pretrain.shards import read_index
 
+    lr_at(cfg.warmup_steps + 1, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps)  # a bad schedule name
     # a wrong path or too few shards fails here, in one line, before any worker starts
     n_shards = len(read_index(cfg.shards)["shards"])
     streams = cfg.num_workers // cfg.tensor_parallel * max(1, cfg.loader_workers)

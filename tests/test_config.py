@@ -43,3 +43,17 @@ def test_presets_are_valid_and_sized_as_the_paper():
     assert (base.d_model, base.ffn_dim, base.n_heads, base.encoder_layers, base.decoder_layers) == (512, 2048, 8, 6, 6)
     bart = preset("bart-base")
     assert (bart.d_model, bart.ffn_dim, bart.n_heads, bart.activation) == (768, 3072, 12, "gelu")
+
+
+def test_learning_rate_schedules():
+    from pretrain.trainer import lr_at
+
+    assert lr_at(0, 1e-3, 10) == pytest.approx(1e-4)  # warmup
+    assert lr_at(9, 1e-3, 10) == pytest.approx(1e-3)
+    assert lr_at(39, 1e-3, 10) == pytest.approx(1e-3 * (10 / 40) ** 0.5)  # inverse sqrt
+    poly = [lr_at(s, 1e-3, 10, "polynomial", total=110, end=1e-5) for s in range(110)]
+    assert poly[9] == pytest.approx(1e-3) and poly[-1] == pytest.approx(1e-5)
+    assert poly[59] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)  # linear: halfway
+    assert all(a >= b for a, b in zip(poly[9:], poly[10:]))
+    with pytest.raises(ValueError, match="lr_schedule 'cosine'"):
+        lr_at(20, 1e-3, 10, "cosine")
