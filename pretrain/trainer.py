@@ -194,20 +194,22 @@ def train_worker(config: dict) -> None:
         else:
             loader_state = own["loader"]
             torch.set_rng_state(own["rng"])
+            if own.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state(own["cuda_rng"])
     else:  # dropout masks: different per data-parallel rank, identical across TP ranks
         torch.manual_seed(cfg.seed + 1000 * dp_rank)
     obj = objective(cfg.objective)
-    loader_cfg = LoaderConfig(kind=cfg.data_kind, aux_order=obj.aux_order, token_budget=cfg.token_budget, max_tokens=cfg.max_tokens,
-                              window=cfg.window, seed=cfg.seed + (7919 * counters.step if elastic else 0),
-                              num_workers=cfg.loader_workers)
+    loader_cfg = LoaderConfig(kind=cfg.data_kind, aux_order=obj.aux_order, token_budget=cfg.token_budget,
+                              max_tokens=cfg.max_tokens, window=cfg.window,
+                              seed=cfg.seed + (7919 * counters.step if elastic else 0), num_workers=cfg.loader_workers)
     loader = PairLoader(shard_urls(cfg.shards), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state)
     files = _checkpoint_files(cfg, model)
     info = {"tensor_parallel": cfg.tensor_parallel, "zero_stage": cfg.zero_stage}
 
     def save() -> None:
-        checkpoint.save(root, counters.step, engine, {"counters": vars(counters).copy(), "loader": loader.state_dict(),
-                                                      "rng": torch.get_rng_state()},
-                        keep=cfg.keep_checkpoints, files=files, info=info)
+        own = {"counters": vars(counters).copy(), "loader": loader.state_dict(), "rng": torch.get_rng_state(),
+               "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+        checkpoint.save(root, counters.step, engine, own, keep=cfg.keep_checkpoints, files=files, info=info)
 
     peak = torch.tensor([cfg.peak_gflops or measure_peak_gflops(reps=5)])
     dist.all_reduce(peak)  # MFU is relative to the sum of every rank's peak
@@ -370,6 +372,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from pretrain import checkpoint
     from pretrain.shards import read_index
 
     lr_at(cfg.warmup_steps + 1, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps)  # a bad schedule name
@@ -383,6 +386,13 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
         raise FileNotFoundError(f"tokenizer {cfg.tokenizer} does not exist: train one with `janus data tokenizer`")
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
+    resume = checkpoint.latest_complete(run_dir / "checkpoints")
+    if resume is not None:
+        written = checkpoint.manifest(run_dir / "checkpoints" / checkpoint.tag_for(resume)).get("tensor_parallel", 1)
+        if written != cfg.tensor_parallel:
+            raise ValueError(f"{run_dir} resumes from a checkpoint written at tensor_parallel={written}: keep that "
+                             f"(the number of workers may change), or `janus export` it and start a new run "
+                             f"with init=EXPORT")
     cfg.shards, cfg.tokenizer = str(Path(cfg.shards).resolve()), str(Path(cfg.tokenizer).resolve())
     if cfg.init:
         cfg.init = str(Path(cfg.init).resolve())
