@@ -386,7 +386,8 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
         raise FileNotFoundError(f"tokenizer {cfg.tokenizer} does not exist: train one with `janus data tokenizer`")
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
-    resume = checkpoint.latest_complete(run_dir / "checkpoints")
+    steps = checkpoint.complete_steps(run_dir / "checkpoints", verify=False)  # rank 0 verifies the sums later
+    resume = steps[-1] if steps else None
     if resume is not None:
         written = checkpoint.manifest(run_dir / "checkpoints" / checkpoint.tag_for(resume)).get("tensor_parallel", 1)
         if written != cfg.tensor_parallel:
