@@ -176,3 +176,13 @@ def test_zero3_and_tensor_parallel_runs(tmp_path, data, layout):
     run_training(load_config("tiny", [*data, f"run_dir={run_dir}", "max_steps=12", "checkpoint_every=12", *layout]))
     losses = [m["loss"] for m in _metrics(run_dir)]
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_resuming_at_another_tensor_parallel_size_is_refused_in_one_line(tmp_path, data, straight):
+    from pretrain.trainer import run_training
+
+    run_dir = tmp_path / "tp-change"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints" / "step-00000010", run_dir / "checkpoints" / "step-00000010")
+    with pytest.raises(ValueError, match="written at tensor_parallel=1: keep that"):
+        run_training(load_config("tiny", [*data, f"run_dir={run_dir}", "tensor_parallel=2"]))
