@@ -13,6 +13,7 @@ from pathlib import Path
 
 from finetune.metrics import PRIMARY, task_scores
 from finetune.tasks import check_task
+from janus.export import sha256_file
 from pretrain.config import TrainConfig, load_config
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -35,9 +36,6 @@ class DevEvaluator:
         return metric, task_scores(self.task, hyps, [t for _, t in self.pairs])[metric]
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def prepare(task: str, data: str, init: str, config: str | None, overrides: list[str]) -> tuple[TrainConfig, DevEvaluator]:
     """Validates the data, settles the tokenizer, writes the train shards (once) and returns the config."""
@@ -57,7 +55,7 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
         source = resolve(init)
         cfg.init = str(source)
         theirs = source / "tokenizer.model"
-        if cfg.tokenizer and _digest(Path(cfg.tokenizer)) != _digest(theirs):
+        if cfg.tokenizer and sha256_file(Path(cfg.tokenizer)) != sha256_file(theirs):
             raise ValueError(f"tokenizer {cfg.tokenizer} does not match the one {source} was trained with "
                              f"({theirs}): drop tokenizer= to use the checkpoint's")
         if not tok_path.is_file():

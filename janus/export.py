@@ -27,7 +27,8 @@ class ExportError(ValueError):
     pass
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The one file checksum of the project (exports, checkpoints, downloads, tokenizers)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -50,7 +51,7 @@ def write_export(out: str | os.PathLike, state: dict[str, torch.Tensor], cfg: Mo
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     shutil.copy(tokenizer, tmp / "tokenizer.model")
     (tmp / "README.md").write_text(card)
-    (tmp / "SHA256SUMS").write_text("".join(f"{_sha256(tmp / f)}  {f}\n" for f in FILES))
+    (tmp / "SHA256SUMS").write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in FILES))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -72,7 +73,7 @@ def verify_export(directory: str | os.PathLike) -> list[str]:
             problems.append(f"SHA256SUMS does not list {name}")
         elif not (d / name).is_file():
             problems.append(f"{d / name} is missing")
-        elif _sha256(d / name) != listed[name]:
+        elif sha256_file(d / name) != listed[name]:
             problems.append(f"{d / name}: sha256 differs from SHA256SUMS (modified or corrupt)")
     if not problems:
         config = json.loads((d / "config.json").read_text())

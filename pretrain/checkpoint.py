@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pretrain.registry import sha256_file
+from janus.export import sha256_file
 
 MARKER = "COMPLETE.json"
 

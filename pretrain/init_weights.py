@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from janus.config import ModelConfig
-from janus.export import is_export, read_export
+from janus.export import is_export, read_export, sha256_file
 from pretrain import checkpoint
 
 
@@ -45,9 +44,6 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig
     return checkpoint.consolidate(p), ModelConfig.from_dict(config["model"]), p / "tokenizer.model"
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def load_init(model, path: str | Path, tokenizer: str | Path) -> None:
     """Copy the weights at `path` into `model` (any TP size), refusing a mismatched tokenizer or shape."""
@@ -55,7 +51,7 @@ def load_init(model, path: str | Path, tokenizer: str | Path) -> None:
     if cfg.vocab_size != model.cfg.vocab_size:
         raise ValueError(f"{path} has a {cfg.vocab_size}-piece vocabulary and the tokenizer {tokenizer} has "
                          f"{model.cfg.vocab_size}: use the tokenizer in {tok}")
-    if _digest(tok) != _digest(Path(tokenizer)):
+    if sha256_file(tok) != sha256_file(Path(tokenizer)):
         raise ValueError(f"tokenizer {tokenizer} is not the one {path} was trained with ({tok}): "
                          f"use that tokenizer for the data (janus data shard --tokenizer {tok})")
     if (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.vocab_size) != \

@@ -4,12 +4,13 @@ renamed only once verified, so a half-downloaded package is never taken for a wh
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from janus.export import sha256_file  # noqa: F401  (the sources import it from here)
 
 
 class FetchError(RuntimeError):
@@ -18,14 +19,6 @@ class FetchError(RuntimeError):
 
 def cache_dir() -> Path:
     return Path(os.environ.get("JANUS_CACHE", Path.home() / ".cache" / "janus-seq"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:

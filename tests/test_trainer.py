@@ -33,6 +33,14 @@ def ray_session():
     ray.shutdown()
 
 
+def _wait_for_steps(run_dir, steps, timeout=240):
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= steps):
+        time.sleep(0.2)
+    return metrics
+
+
 def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -84,10 +92,7 @@ def test_the_whole_job_killed_with_sigkill_resumes_exactly_when_started_again(tm
     cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
            "max_steps=20", "checkpoint_every=10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 13):
-        time.sleep(0.2)
+    metrics = _wait_for_steps(run_dir, 13)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and its workers, mid-run
     proc.wait()
     killed_at = len(metrics.read_text().splitlines())
@@ -156,10 +161,7 @@ def test_sigterm_checkpoints_and_exits_with_the_preemption_code(tmp_path, data):
     cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
            "max_steps=400", "checkpoint_every=1000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-        time.sleep(0.5)
+    metrics = _wait_for_steps(run_dir, 3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == PREEMPTED_EXIT_CODE, out[-2000:]
