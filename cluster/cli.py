@@ -107,9 +107,10 @@ def _evaluate(args) -> int:
     pairs = check_task(task, args.data, splits=(args.split,))[args.split][:args.max_examples or None]
     from janus.objective import objective
 
-    bang = objective(train["objective"]).bang_streams if train.get("objective") else 0
+    trained = objective(train["objective"]) if train.get("objective") else objective("janus")
     settings = modes(args.mode, beam=args.beam, iterations=tuple(int(t) for t in args.iterations.split(",")),
-                     length_beam=args.length_beam, bang_streams=bang)
+                     length_beam=args.length_beam, bang_streams=trained.bang_streams,
+                     bang_cross_stream=trained.bang_cross_stream)
     if args.mode == "draft":  # its speed-up and identity are measured against AR greedy
         settings = modes("ar", beam=args.beam)[1:] + settings
     results = evaluate(model, tok, pairs, task, settings, latency_examples=args.latency_examples)
@@ -167,13 +168,17 @@ def _submit_k8s(args) -> int:
 def _study(args) -> int:
     from finetune.study import NMT_ARMS, StudyConfig, run_study
 
-    tasks = ("nmt",) if args.task == "nmt" else ("nmt", "summarization", "dialogue")
+    tasks = ("nmt", "summarization", "dialogue") if args.task == "all" else tuple(args.task.split(","))
+    unknown_tasks = set(tasks) - {"nmt", "summarization", "dialogue"}
+    if unknown_tasks:
+        raise ValueError(f"study task {args.task!r}: unknown {sorted(unknown_tasks)}; give all, or a comma-separated "
+                         "subset of nmt,summarization,dialogue")
     arms = tuple(args.arms.split(",")) if args.arms else NMT_ARMS
     unknown = set(arms) - set(NMT_ARMS)
     if unknown:
         raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS)}")
     run_study(StudyConfig(budget=args.budget, preset=args.preset, token_budget=args.token_budget, tasks=tasks,
-                          arms=arms, test_examples=args.test_examples, lr=args.lr), args.out)
+                          arms=arms, test_examples=args.test_examples, lr=args.lr, vocab_size=args.vocab), args.out)
     return 0
 
 
@@ -275,13 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
 
     st = sub.add_parser("study", help="AR vs CMLM vs JANUS vs BANG at one budget; results.md/json/png")
-    st.add_argument("task", choices=("nmt", "all"), help="nmt: the NMT arms; all: + summarization and dialogue")
+    st.add_argument("task", help="all, or a comma-separated subset of nmt,summarization,dialogue")
     st.add_argument("--budget", type=int, required=True, help="optimizer steps per arm")
     st.add_argument("--preset", default="small")
     st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
     st.add_argument("--arms", default="", help="comma-separated subset of ar,cmlm,janus,bang,janus-permutation")
     st.add_argument("--test-examples", type=int, default=200)
     st.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every arm")
+    st.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary (2000 suits the tiny preset)")
     st.add_argument("--out", default="runs/study")
     st.set_defaults(func=_study)
 

@@ -31,6 +31,7 @@ class StudyConfig:
     workers: int = 2
     seed: int = 0
     lr: float = 1e-3
+    vocab_size: int = 8000  # of the NMT joint tokenizer and the English one (summarization, dialogue)
     test_examples: int = 200
     latency_examples: int = 10
     tasks: tuple[str, ...] = ("nmt", "summarization", "dialogue")
@@ -47,11 +48,12 @@ def _settings(objective_name: str):
     from janus.generate import Mode
     from janus.objective import objective
 
-    streams = objective(objective_name).bang_streams
+    trained = objective(objective_name)
+    streams, cross = trained.bang_streams, trained.bang_cross_stream
     ar = [Mode("ar_beam5", "ar_beam", beam=5)]
     if streams:
-        return ar + [Mode("bang_nar", "bang_nar", streams=streams),
-                     Mode(f"bang_semi{streams}", "bang_semi", streams=streams)]
+        return ar + [Mode("bang_nar", "bang_nar", streams=streams, cross_stream=cross),
+                     Mode(f"bang_semi{streams}", "bang_semi", streams=streams, cross_stream=cross)]
     if objective_name == "ar":
         return ar
     nar = [Mode(f"nar_T{t}", "nar", iterations=t) for t in (1, 4, 10)]
@@ -138,10 +140,10 @@ def run_study(study: StudyConfig, out: str | Path = "runs/study") -> dict:
             done.write_text(json.dumps(rows, indent=1))
 
     if "nmt" in study.tasks:
-        data, tok = nmt_tokenizer(8000)
+        data, tok = nmt_tokenizer(study.vocab_size)
         for objective_name in study.arms:
             arm(f"nmt-{objective_name}", "nmt", data, objective_name, "scratch", tok.path)
-    english = english_tokenizer() if {"summarization", "dialogue"} & set(study.tasks) else None
+    english = english_tokenizer(study.vocab_size) if {"summarization", "dialogue"} & set(study.tasks) else None
     if "summarization" in study.tasks:
         data = fetch("summarization")
         arm("summarization-janus-scratch", "summarization", data, "janus", "scratch", english)
@@ -202,7 +204,8 @@ def markdown(report: dict) -> str:
     lines = [f"# JANUS study ({report['date']}, commit {report['commit']})", "",
              f"Every arm: `{c['preset']}` model, {c['budget']} steps x {c['workers']} workers x {c['token_budget']} "
              f"target tokens, seed {c['seed']}, from scratch unless marked; test = first {c['test_examples']} "
-             f"examples; latency at batch 1 over {c['latency_examples']} examples.", "",
+             f"examples; latency at batch 1 over {c['latency_examples']} examples; peak lr {c['lr']}, "
+             f"vocabulary {c.get('vocab_size', 8000)}.", "",
              "| arm | task | metric | setting | score | latency b1 (ms) | speed-up vs AR beam 5 | final loss |",
              "|---|---|---|---|---|---|---|---|"]
     for name, row in report["arms"].items():

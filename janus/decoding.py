@@ -291,11 +291,12 @@ def _draft_one(model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftS
 
 @torch.no_grad()
 def bang_generate(model: JanusModel, src: torch.Tensor, streams: int = 4, block: int | None = None,
-                  max_len: int = 200) -> list[Hypothesis]:
+                  max_len: int = 200, cross_stream: bool = False) -> list[Hypothesis]:
     """Decoding a BANG-trained model. `block` tokens per decoder pass: semi-NAR, where in each round the
     query of stream j predicts position m+j from the m+1 tokens decoded so far (block <= streams; block 1
     is AR through stream 1). block=None is NAR: one pass over [bos, MASK, ...], position t predicted by
-    stream min(t, streams). Output is cut at the first EOS."""
+    stream min(t, streams). Output is cut at the first EOS. `cross_stream`: the masks the model was trained
+    with (`ObjectiveConfig.bang_cross_stream`)."""
     from janus.masks import bang_items
 
     cfg = model.cfg
@@ -306,7 +307,7 @@ def bang_generate(model: JanusModel, src: torch.Tensor, streams: int = 4, block:
     forbid = (cfg.pad_id, cfg.bos_id, cfg.mask_id)
 
     def run(content: torch.Tensor) -> torch.Tensor:
-        items = bang_items(content, streams, cfg.pad_id, cfg.mask_id)
+        items = bang_items(content, streams, cfg.pad_id, cfg.mask_id, cross_stream)
         n = content.shape[1]
         h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
         return h.view(b, streams, n, -1)  # [B, stream, position-1, d]

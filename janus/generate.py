@@ -28,6 +28,7 @@ class Mode:
     iterations: int = 10
     length_beam: int = 3
     streams: int = 4  # BANG: the model's predicting streams; bang_semi emits this many tokens per pass
+    cross_stream: bool = False  # BANG: trained with the cross-stream-visible masks
 
     def decode(self, model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None = None):
         if self.kind == "ar_greedy":
@@ -37,23 +38,24 @@ class Mode:
         if self.kind == "draft":
             return draft_and_verify(model, src, max_len=max_len, stats=stats)
         if self.kind == "bang_nar":
-            return bang_generate(model, src, self.streams, None, max_len=max_len)
+            return bang_generate(model, src, self.streams, None, max_len=max_len, cross_stream=self.cross_stream)
         if self.kind == "bang_semi":
-            return bang_generate(model, src, self.streams, self.streams, max_len=max_len)
+            return bang_generate(model, src, self.streams, self.streams, max_len=max_len,
+                                 cross_stream=self.cross_stream)
         if self.kind == "nar":
             return mask_predict(model, src, iterations=self.iterations, length_beam=self.length_beam, max_len=max_len)
         raise ValueError(f"unknown decoding mode {self.kind!r}: ar_beam, ar_greedy, nar, draft, bang_nar, bang_semi")
 
 
 def modes(kind: str = "all", beam: int = 5, iterations: tuple[int, ...] = (1, 2, 4, 10),
-          length_beam: int = 3, bang_streams: int = 0) -> list[Mode]:
+          length_beam: int = 3, bang_streams: int = 0, bang_cross_stream: bool = False) -> list[Mode]:
     """The settings `janus evaluate --mode` names: ar, nar, draft or all. For a BANG-trained model
     (bang_streams > 0) NAR is BANG's one-pass NAR and its semi-NAR (bang_streams tokens per pass), and
     draft is not offered (it drafts with the CMLM stream BANG does not train)."""
     ar = [Mode(f"ar_beam{beam}", "ar_beam", beam=beam), Mode("ar_greedy", "ar_greedy")]
     if bang_streams:
-        nar = [Mode("bang_nar", "bang_nar", streams=bang_streams),
-               Mode(f"bang_semi{bang_streams}", "bang_semi", streams=bang_streams)]
+        nar = [Mode("bang_nar", "bang_nar", streams=bang_streams, cross_stream=bang_cross_stream),
+               Mode(f"bang_semi{bang_streams}", "bang_semi", streams=bang_streams, cross_stream=bang_cross_stream)]
         return {"ar": ar, "nar": nar, "all": ar + nar}.get(kind) or _refuse(kind)
     nar = [Mode(f"nar_T{t}", "nar", iterations=t, length_beam=length_beam) for t in iterations]
     draft = [Mode("draft", "draft")]

@@ -117,14 +117,20 @@ def janus_nar_items(tgt: torch.Tensor, noised: torch.Tensor, mpos: torch.Tensor,
     return Items(tokens, positions, _ensure_nonempty(mask))
 
 
-def bang_items(content: torch.Tensor, streams: int, pad_id: int, mask_id: int) -> Items:
+def bang_items(content: torch.Tensor, streams: int, pad_id: int, mask_id: int, cross_stream: bool = False) -> Items:
     """BANG's decoder (Qi et al., 2021) in the same backbone: a main stream and `streams` predicting streams.
 
     content [B, n]: main-stream tokens at positions 0..n-1 (bos y1 .. y(n-1) in training). Items are
     [main 0..n-1][stream 1 at 1..n][stream 2 at 1..n]...; the query of stream k at position t predicts
-    y_t and sees main-stream items at positions <= t-k (the k-1 tokens before t hidden) and, cross-stream
-    visible, the [MASK] of stream k-(t-j) at each hidden position j = t-k+1..t-1. Stream 1 is exactly the
-    AR query stream of `ar_items`. (The rule is the spec's reconstruction of BANG's masks.)"""
+    y_t with the k-1 tokens before it hidden.
+
+    cross_stream=False is BANG's released code (microsoft/BANG `ngram_attention_bias`): stream k at t sees
+    main-stream positions <= max(t-k, 0), so BOS is always visible, and no other predicting item.
+    cross_stream=True is the paper's "cross-stream visible" description as the spec reconstructs it: main
+    positions <= t-k and, at each hidden position j = t-k+1..t-1, the [MASK] of stream k-(t-j).
+    One deviation from the released code in both: a predicting item does not attend to itself (its own
+    state reaches it through the residual), as in JANUS's AR query stream, so stream 1 is exactly the
+    AR pass of `ar_items` and the AR decoders serve a BANG model unchanged."""
     b, n = content.shape
     dev = content.device
     t = torch.arange(1, n + 1, device=dev)  # query positions
@@ -133,11 +139,14 @@ def bang_items(content: torch.Tensor, streams: int, pad_id: int, mask_id: int) -
     main_rows = (j.view(1, n) <= j.view(n, 1)).unsqueeze(0) & key_ok
     rows = [torch.cat([main_rows, torch.zeros(b, n, streams * n, dtype=torch.bool, device=dev)], 2)]
     for k in range(1, streams + 1):
-        sees_main = (j.view(1, n) <= (t - k).view(n, 1)).unsqueeze(0) & key_ok  # [B, n(t), n(j)]
+        last_seen = t - k if cross_stream else (t - k).clamp(min=0)
+        sees_main = (j.view(1, n) <= last_seen.view(n, 1)).unsqueeze(0) & key_ok  # [B, n(t), n(j)]
         blocks = []
         for m in range(1, streams + 1):  # stream m's item at position t - (k - m), for m < k
-            cross = (t.view(1, n) == (t - (k - m)).view(n, 1)) if m < k else torch.zeros(n, n, dtype=torch.bool,
-                                                                                         device=dev)
+            if cross_stream and m < k:
+                cross = t.view(1, n) == (t - (k - m)).view(n, 1)
+            else:
+                cross = torch.zeros(n, n, dtype=torch.bool, device=dev)
             blocks.append(cross.unsqueeze(0).expand(b, n, n))
         rows.append(torch.cat([sees_main, *blocks], 2))
     mask = torch.cat(rows, 1)

@@ -30,6 +30,7 @@ class ObjectiveConfig:
     label_smoothing: float = 0.1
     aux_order: str = "left_to_right"  # left_to_right | permutation (the XLNet variant)
     bang_streams: int = 0  # > 0: the BANG objective (mean NLL over this many predicting streams) instead
+    bang_cross_stream: bool = False  # BANG's masks: False as in its released code, True as its paper describes
 
     @property
     def needs_ar(self) -> bool:
@@ -52,9 +53,12 @@ OBJECTIVES: dict[str, dict] = {
                            label_smoothing=0.0),
     "ar": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0),
     "cmlm": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=1.0, length=0.1, kl_nar_aux=0.0),
-    # BANG (Qi et al., 2021): 4 predicting streams, AR to NAR
+    # BANG (Qi et al., 2021): 4 predicting streams, AR to NAR, masks as in microsoft/BANG's code
     "bang": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0,
                  bang_streams=4),
+    # the same with the paper's cross-stream-visible [MASK]s (see janus.masks.bang_items)
+    "bang-cross-stream": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0,
+                              bang_streams=4, bang_cross_stream=True),
     # JANUS with the XLNet variant of P_AUX
     "janus-permutation": dict(aux_order="permutation"),
 }
@@ -100,7 +104,7 @@ def bang_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple[to
     tgt = batch.tgt
     n, k = tgt.shape[1] - 1, cfg.bang_streams
     enc = model.encode(batch.src)
-    items = bang_items(tgt[:, :-1], k, mc.pad_id, mc.mask_id)
+    items = bang_items(tgt[:, :-1], k, mc.pad_id, mc.mask_id, cfg.bang_cross_stream)
     h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=model.memory_kv(enc))[:, n:]
     logp = vocab_parallel_log_softmax(model.logits(h)).view(tgt.shape[0], k, n, -1)
     valid = tgt[:, 1:].ne(mc.pad_id).float()
