@@ -42,7 +42,8 @@ def _data_tokenizer(args) -> int:
     texts = list(islice(read_documents(args.inputs), args.sample))
     if not texts:
         raise ValueError(f"no text found in {args.inputs}")
-    tok = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, model_type=args.model_type)
+    tok = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, model_type=args.model_type,
+                          character_coverage=args.character_coverage)
     print(f"{args.out}: {tok.vocab_size} pieces from {len(texts)} texts")
     return 0
 
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokz.add_argument("--out", required=True, help="the .model file to write")
     tokz.add_argument("--vocab-size", type=int, default=8000)
     tokz.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    tokz.add_argument("--character-coverage", type=float, default=0.9995,
+                      help="share of characters that get their own piece (1.0 for small, clean corpora)")
     tokz.add_argument("--sample", type=int, default=2_000_000, help="train on at most this many texts")
     tokz.set_defaults(func=_data_tokenizer)
     shard = data.add_parser("shard", help="tokenize into webdataset shards with an index")

@@ -115,7 +115,7 @@ def english_tokenizer(vocab_size: int = 8000) -> Path:
     from pretrain.inputs import read_documents
     from pretrain.registry import cache_dir
 
-    path = cache_dir() / "tokenizers" / f"english-{vocab_size}.model"
+    path = cache_dir() / "tokenizers" / f"english-{vocab_size}-cc0.9995.model"
     if not path.is_file():
         texts = list(islice(read_documents([fetch("pretrain-en") / "train.txt"]), 200_000))
         texts += [s for name in ("summarization", "dialogue") for p in [fetch(name)]

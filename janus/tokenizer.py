@@ -15,9 +15,11 @@ MASK_PIECE = "<mask>"
 
 
 def train_tokenizer(sentences: Iterable[str], out_path: str | os.PathLike, vocab_size: int = 8000,
-                    model_type: str = "unigram", character_coverage: float = 1.0) -> "Tokenizer":
+                    model_type: str = "unigram", character_coverage: float = 0.9995) -> "Tokenizer":
     """Train deterministically (fixed input order, no sampling, one thread) and write `out_path`
-    (the `.model` file) atomically."""
+    (the `.model` file) atomically. character_coverage < 1 keeps rare characters (dictionary symbols,
+    CJK in docs) out of the vocabulary: at 1.0 a mixed English corpus spent 1,898 of 2,000 pieces on
+    single characters."""
     if model_type not in ("unigram", "bpe"):
         raise ValueError(f"model_type={model_type!r} is not one of 'unigram', 'bpe'")
     buf = io.BytesIO()

@@ -215,5 +215,7 @@ def nmt_tokenizer(vocab_size: int = 8000, pair: str = "en-de") -> tuple[Path, To
     version = json.loads((data / "manifest.json").read_text())["sha256"]["train.src"][:12]
     path = cache_dir() / "tokenizers" / f"nmt-{pair}-{vocab_size}-{version}.model"
     if not path.exists():
-        train_tokenizer((s for p in read_pairs(data, "train") for s in p), path, vocab_size=vocab_size)
+        # every character of this small, clean corpus (umlauts included) gets a piece
+        train_tokenizer((s for p in read_pairs(data, "train") for s in p), path, vocab_size=vocab_size,
+                        character_coverage=1.0)
     return data, Tokenizer(path)

@@ -37,7 +37,7 @@ def tokenizer(nmt_dir) -> Tokenizer:
     if path.exists():
         return Tokenizer(path)
     sentences = [s for pair in read_pairs(nmt_dir, "train")[:4000] for s in pair]
-    return train_tokenizer(sentences, path, vocab_size=1000)
+    return train_tokenizer(sentences, path, vocab_size=1000, character_coverage=1.0)
 
 
 @pytest.fixture(scope="session", autouse=True)
