@@ -186,7 +186,7 @@ def _study(args) -> int:
 def _bench_train(args) -> int:
     from pretrain.bench_train import bench_train
 
-    bench_train(args.preset, args.out, steps=args.steps)
+    bench_train(args.preset, args.out, steps=args.steps, token_budget=args.token_budget)
     return 0
 
 
@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="small")
     train.add_argument("--out", required=True, help="JSON file to write")
     train.add_argument("--steps", type=int, default=12, help="steps per run (the first 4 are warm-up)")
+    train.add_argument("--token-budget", type=int, default=2048, help="target tokens per worker per step")
     train.set_defaults(func=_bench_train)
     loader = bench_sub.add_parser("loader", help="loader tokens/s with 1 and 2 workers vs a training step")
     loader.add_argument("--out", required=True, help="JSON file to write")
