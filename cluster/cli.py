@@ -167,7 +167,7 @@ def _submit_k8s(args) -> int:
 
 
 def _study(args) -> int:
-    from finetune.study import NMT_ARMS, StudyConfig, run_study
+    from finetune.study import NMT_ARMS, OPTIONAL_ARMS, StudyConfig, run_study
 
     tasks = ("nmt", "summarization", "dialogue") if args.task == "all" else tuple(args.task.split(","))
     unknown_tasks = set(tasks) - {"nmt", "summarization", "dialogue"}
@@ -175,9 +175,9 @@ def _study(args) -> int:
         raise ValueError(f"study task {args.task!r}: unknown {sorted(unknown_tasks)}; give all, or a comma-separated "
                          "subset of nmt,summarization,dialogue")
     arms = tuple(args.arms.split(",")) if args.arms else NMT_ARMS
-    unknown = set(arms) - set(NMT_ARMS)
+    unknown = set(arms) - set(NMT_ARMS + OPTIONAL_ARMS)
     if unknown:
-        raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS)}")
+        raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS + OPTIONAL_ARMS)}")
     run_study(StudyConfig(budget=args.budget, preset=args.preset, token_budget=args.token_budget, tasks=tasks,
                           arms=arms, test_examples=args.test_examples, lr=args.lr, vocab_size=args.vocab), args.out)
     return 0
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--budget", type=int, required=True, help="optimizer steps per arm")
     st.add_argument("--preset", default="small")
     st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
-    st.add_argument("--arms", default="", help="comma-separated subset of ar,cmlm,janus,bang,janus-permutation")
+    st.add_argument("--arms", default="", help="comma-separated subset of ar,cmlm,janus,bang,janus-permutation "
+                    "(default: all five), or bang-cross-stream")
     st.add_argument("--test-examples", type=int, default=200)
     st.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every arm")
     st.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary (2000 suits the tiny preset)")

@@ -21,6 +21,7 @@ from finetune.metrics import PRIMARY
 from finetune.tasks import check_task
 
 NMT_ARMS = ("ar", "cmlm", "janus", "bang", "janus-permutation")
+OPTIONAL_ARMS = ("bang-cross-stream",)  # run only when named in --arms
 
 
 @dataclass
