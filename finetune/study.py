@@ -46,19 +46,15 @@ def _commit() -> str:
 
 
 def _settings(objective_name: str):
-    from janus.generate import Mode
+    """The decoders `janus evaluate --mode all` offers this arm's model, less AR greedy and draft; an AR-only
+    arm is decoded AR and a CMLM-only one NAR."""
+    from janus.generate import modes
     from janus.objective import objective
 
     trained = objective(objective_name)
-    streams, cross = trained.bang_streams, trained.bang_cross_stream
-    ar = [Mode("ar_beam5", "ar_beam", beam=5)]
-    if streams:
-        return ar + [Mode("bang_nar", "bang_nar", streams=streams, cross_stream=cross),
-                     Mode(f"bang_semi{streams}", "bang_semi", streams=streams, cross_stream=cross)]
-    if objective_name == "ar":
-        return ar
-    nar = [Mode(f"nar_T{t}", "nar", iterations=t) for t in (1, 4, 10)]
-    return nar if objective_name == "cmlm" else ar + nar
+    kinds = {"ar": {"ar_beam"}, "cmlm": {"nar"}}.get(objective_name, {"ar_beam", "nar", "bang_nar", "bang_semi"})
+    return [m for m in modes("all", beam=5, iterations=(1, 4, 10), bang_streams=trained.bang_streams,
+                             bang_cross_stream=trained.bang_cross_stream) if m.kind in kinds]
 
 
 def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: str, init: str, tokenizer: Path,

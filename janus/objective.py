@@ -45,6 +45,8 @@ class ObjectiveConfig:
         return self.needs_aux or any(w > 0 for w in (self.nar, self.kl_ar_nar, self.length))
 
 
+_BANG = dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0, bang_streams=4)
+
 OBJECTIVES: dict[str, dict] = {
     # the NMT objective as released
     "janus": {},
@@ -54,11 +56,9 @@ OBJECTIVES: dict[str, dict] = {
     "ar": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0),
     "cmlm": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=1.0, length=0.1, kl_nar_aux=0.0),
     # BANG (Qi et al., 2021): 4 predicting streams, AR to NAR, masks as in microsoft/BANG's code
-    "bang": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0,
-                 bang_streams=4),
+    "bang": _BANG,
     # the same with the paper's cross-stream-visible [MASK]s (see janus.masks.bang_items)
-    "bang-cross-stream": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0,
-                              bang_streams=4, bang_cross_stream=True),
+    "bang-cross-stream": dict(_BANG, bang_cross_stream=True),
     # JANUS with the XLNet variant of P_AUX
     "janus-permutation": dict(aux_order="permutation"),
 }
