@@ -7,6 +7,7 @@ and the few reductions over the vocab-sharded output that the losses and decoder
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import warnings
@@ -44,6 +45,7 @@ def init_parallel(tensor_parallel_size: int = 1, backend: str | None = None) -> 
                 rank=0,
                 world_size=1,
             )
+        atexit.register(destroy_parallel)  # a gloo group left to interpreter teardown can abort the process
     if parallel_state.model_parallel_is_initialized():
         current = parallel_state.get_tensor_model_parallel_world_size()
         if current != tensor_parallel_size:

@@ -19,7 +19,7 @@ def _worker(rank, world, port, root):
 
     from janus.config import preset
     from janus.model import JanusModel
-    from janus.parallel import destroy_parallel, init_parallel
+    from janus.parallel import init_parallel
     from pretrain import checkpoint
     from pretrain.engine import MegatronMPU
 
@@ -45,8 +45,6 @@ def _worker(rank, world, port, root):
     assert state == {"rank": rank, "cursor": 30}
     for n, p in fresh.module.named_parameters():
         assert torch.equal(p, weights[n]), n
-    torch.distributed.barrier()
-    destroy_parallel()
 
 
 def _free_port():

@@ -21,7 +21,7 @@ def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
     from janus.config import preset
     from janus.model import JanusModel
     from janus.objective import compute_loss, objective
-    from janus.parallel import destroy_parallel, init_parallel, parallel_state
+    from janus.parallel import init_parallel, parallel_state
     from pretrain.engine import MegatronMPU
     from pretrain.loader import LoaderConfig, PairLoader
     from pretrain.shards import shard_urls
@@ -51,8 +51,6 @@ def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
         with open(os.path.join(out_dir, "losses.json"), "w") as f:
             json.dump({"losses": losses, "dp": dp_world, "tp": parallel_state.get_tensor_model_parallel_world_size(),
                        "zero_dp": engine.optimizer.dp_process_group.size()}, f)
-    torch.distributed.barrier()
-    destroy_parallel()
 
 
 def _free_port():
