@@ -18,7 +18,7 @@ def _tp_worker(rank, world, port, path, out_dir):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from janus.parallel import destroy_parallel, init_parallel
+    from janus.parallel import init_parallel
 
     init_parallel(tensor_parallel_size=world)
     saved = torch.load(path)
@@ -40,7 +40,6 @@ def _tp_worker(rank, world, port, path, out_dir):
     if rank == 0:
         torch.save({"loss": loss.detach(), "terms": {k: v.detach() for k, v in terms.items()}, "logits": logits,
                     "grads": full_grads, "roundtrip_keys": sorted(roundtrip)}, os.path.join(out_dir, "tp2.pt"))
-    destroy_parallel()
 
 
 def _free_port():
