@@ -43,6 +43,7 @@ class TrainConfig:
     precision: str = "bf16"  # on a GPU: bf16 | fp16 (dynamic loss scaling) | fp32; on CPU always fp32
     max_failures: int = 0  # Ray restarts of a failed worker group
     max_nonfinite: int = 5  # this many non-finite losses in a row stop the run
+    lock_wait_s: float = 60.0  # how long a start waits for another live run of this run_dir to exit
     init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
     eval_every: int = 0  # fine-tuning: dev metric every N steps; the best checkpoint is kept
     task: str = ""  # fine-tuning: nmt | summarization | question_generation | dialogue

@@ -145,6 +145,7 @@ def train_worker(config: dict) -> None:
     from pretrain.engine import MegatronMPU, ensure_launcher_env
     from pretrain.init_weights import load_init, model_config
     from pretrain.loader import LoaderConfig, PairLoader
+    from pretrain.run_lock import hold
     from pretrain.shards import shard_urls
 
     cfg = TrainConfig(**config["train"])
@@ -158,8 +159,9 @@ def train_worker(config: dict) -> None:
     root = run_dir / "checkpoints"
 
     # where to resume from, decided by rank 0 (one view of the file system), converted if the world changed
-    found = [None, False]
+    found, lock = [None, False], None
     if rank == 0:
+        lock = hold(run_dir, cfg.lock_wait_s)  # held until this process ends: no second run writes here
         found[0] = checkpoint.latest_complete(root)
         if found[0] is not None:
             written = checkpoint.manifest(root / checkpoint.tag_for(found[0]))
@@ -325,6 +327,8 @@ def train_worker(config: dict) -> None:
     if rank == 0:
         bar.close()
         writer.close()
+        if lock is not None:
+            os.close(lock)
 
 
 def quiet_ray_loggers() -> None:
@@ -373,6 +377,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     from ray.train.torch import TorchTrainer
 
     from pretrain import checkpoint
+    from pretrain.run_lock import wait_until_free
     from pretrain.shards import read_index
 
     lr_at(cfg.warmup_steps + 1, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps)  # a bad schedule name
@@ -386,6 +391,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
         raise FileNotFoundError(f"tokenizer {cfg.tokenizer} does not exist: train one with `janus data tokenizer`")
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
+    wait_until_free(run_dir, cfg.lock_wait_s)  # before anything here is read or written
     steps = checkpoint.complete_steps(run_dir / "checkpoints", verify=False)  # rank 0 verifies the sums later
     resume = steps[-1] if steps else None
     if resume is not None:

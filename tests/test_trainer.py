@@ -1,6 +1,8 @@
 """`janus pretrain`: Ray + DeepSpeed ZeRO workers on real shards; the run directory resumes exactly,
-whatever killed the run (SIGKILL of a worker, of the whole job, SIGTERM), and on fewer workers."""
+whatever killed the run (SIGKILL of a worker, of the whole job, SIGTERM), and on fewer workers; one live
+run at a time writes a run directory."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -39,6 +41,26 @@ def _wait_for_steps(run_dir, steps, timeout=240):
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= steps):
         time.sleep(0.2)
     return metrics
+
+
+def _kill_session(sid):
+    """SIGKILL every process of a session: the whole job, as a lost node or Slurm's cgroup kill ends it.
+    (Ray's workers sit in process groups of their own, so killpg of the driver's group would miss them.)"""
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            if os.getsid(pid) == sid:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _lock_is_held(run_dir):
+    with open(run_dir / "run.lock") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
 
 
 def _metrics(run_dir):
@@ -93,8 +115,14 @@ def test_the_whole_job_killed_with_sigkill_resumes_exactly_when_started_again(tm
            "max_steps=20", "checkpoint_every=10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     metrics = _wait_for_steps(run_dir, 13)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and its workers, mid-run
+    holder = json.loads((run_dir / "run.lock").read_text())["pid"]
+    assert _lock_is_held(run_dir) and holder != proc.pid  # rank 0 holds the run directory while it trains
+    _kill_session(proc.pid)  # the driver, its Ray cluster and its workers, mid-run
     proc.wait()
+    deadline = time.time() + 30  # SIGKILL is delivered at once; the exit that closes files comes a moment later
+    while _lock_is_held(run_dir) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _lock_is_held(run_dir)  # the kernel let go of the lock with its holder
     killed_at = len(metrics.read_text().splitlines())
     assert 13 <= killed_at < 20
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -104,6 +132,40 @@ def test_the_whole_job_killed_with_sigkill_resumes_exactly_when_started_again(tm
     assert [m["step"] for m in again] == list(range(1, 21))
     diffs = [abs(a["loss"] - b["loss"]) for a, b in zip(_metrics(straight), again)]
     assert max(diffs[killed_at:]) == 0.0 and max(diffs) == 0.0
+
+
+def test_a_run_directory_in_use_by_a_live_process_is_waited_for_then_refused(tmp_path, data):
+    run_dir = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pretrain.run_lock import hold; "
+                               "hold(sys.argv[1], 0); print('held', flush=True); time.sleep(float(sys.argv[2]))",
+                               str(run_dir), "120"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
+           "lock_wait_s=2"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    holder.kill()
+    holder.wait()
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"janus pretrain: error: {run_dir} is in use by pid "
+                                                              f"{holder.pid} on ")
+    assert f"waiting up to 2s for pid {holder.pid}" in refused.stdout
+    assert not (run_dir / "config.json").exists()  # nothing of the live run was touched
+
+
+def test_a_start_waits_for_the_holder_to_exit_and_then_holds_the_directory(tmp_path):
+    from pretrain.run_lock import RunDirInUse, hold
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pretrain.run_lock import hold; "
+                               "hold(sys.argv[1], 0); print('held', flush=True); time.sleep(2)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    start = time.monotonic()
+    fd = hold(tmp_path, 60)
+    assert holder.poll() is not None and time.monotonic() - start > 0.5  # it waited for the holder's exit
+    assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+    with pytest.raises(RunDirInUse):  # a second holder, even in this process, is refused
+        hold(tmp_path, 0)
+    os.close(fd)
 
 
 def test_fewer_workers_resume_a_checkpoint_through_the_universal_format(tmp_path, data, straight):
