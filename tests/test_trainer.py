@@ -63,6 +63,15 @@ def _lock_is_held(run_dir):
         return False
 
 
+def _hold_elsewhere(run_dir, seconds):
+    """Another live process that holds the run directory's lock for `seconds`."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pretrain.run_lock import hold; "
+                               "hold(sys.argv[1], 0); print('held', flush=True); time.sleep(float(sys.argv[2]))",
+                               str(run_dir), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
 def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -136,10 +145,7 @@ def test_the_whole_job_killed_with_sigkill_resumes_exactly_when_started_again(tm
 
 def test_a_run_directory_in_use_by_a_live_process_is_waited_for_then_refused(tmp_path, data):
     run_dir = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pretrain.run_lock import hold; "
-                               "hold(sys.argv[1], 0); print('held', flush=True); time.sleep(float(sys.argv[2]))",
-                               str(run_dir), "120"], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "held\n"
+    holder = _hold_elsewhere(run_dir, 120)
     cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
            "lock_wait_s=2"]
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -155,10 +161,7 @@ def test_a_run_directory_in_use_by_a_live_process_is_waited_for_then_refused(tmp
 def test_a_start_waits_for_the_holder_to_exit_and_then_holds_the_directory(tmp_path):
     from pretrain.run_lock import RunDirInUse, hold
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pretrain.run_lock import hold; "
-                               "hold(sys.argv[1], 0); print('held', flush=True); time.sleep(2)", str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "held\n"
+    holder = _hold_elsewhere(tmp_path, 2)
     start = time.monotonic()
     fd = hold(tmp_path, 60)
     assert holder.poll() is not None and time.monotonic() - start > 0.5  # it waited for the holder's exit
