@@ -7,6 +7,8 @@ import os
 import sys
 import warnings
 
+from janus.files import describe
+
 # glibc serves every large tensor with a fresh mmap and returns it on free, so each step page-faults
 # its activations in again: measured here, a `small` JANUS step at 4k target tokens ran 2.2x faster
 # with mmap off and no trimming. Set before the interpreter starts (glibc reads them at its first malloc).
@@ -76,13 +78,17 @@ def _pretrain(args) -> int:
 
 def _train(job, command: str) -> int:
     """Runs a training job; a preemption or a divergence exits with its own documented code."""
-    from pretrain.trainer import DIVERGED_EXIT_CODE, PREEMPTED_EXIT_CODE, Diverged, Preempted
+    from pretrain.trainer import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Diverged, Preempted
 
     try:
         job()
     except Preempted as stop:
         print(f"janus {command}: {stop}", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
+        return INTERRUPTED_EXIT_CODE if stop.interrupted else PREEMPTED_EXIT_CODE
+    except KeyboardInterrupt:
+        print(f"janus {command}: stopped at once; rerunning resumes from the newest complete checkpoint",
+              file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except Diverged as stop:
         print(f"janus {command}: error: {stop}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
@@ -135,7 +141,7 @@ def _export(args) -> int:
         return 1 if problems else 0
     if not args.out:
         raise ValueError("give --out DIR for the export (or --verify to check one)")
-    print(f"export: {export_checkpoint(args.source, args.out)}")
+    print(f"export: {export_checkpoint(args.source, args.out, force=args.force)}")
     return 0
 
 
@@ -280,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("source", help="a run directory, a checkpoint step directory (or with --verify an export)")
     ex.add_argument("--out", default=None)
     ex.add_argument("--verify", action="store_true", help="check an export's files against SHA256SUMS")
+    ex.add_argument("--force", action="store_true", help="replace a previous export at --out (nothing else)")
     ex.set_defaults(func=_export)
 
     st = sub.add_parser("study", help="AR vs CMLM vs JANUS vs BANG at one budget; results.md/json/png")
@@ -349,13 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _reexec_with_allocator_env(argv)
     warnings.filterwarnings("ignore", message=".*(Transformer Engine|tp_group is None|CUDA_DEVICE_MAX).*")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come before or between the options
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.parse_args(argv)  # argparse's own one-line error, exit 2
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as err:  # SubmitError, ConfigKeyError, ExportError too
         print(f"janus {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:  # FetchError and friends: one line, no traceback
+    except OSError as err:  # disk full, read-only, permission: the path and the cause
+        print(f"janus {args.command}: error: {describe(err)}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:  # FetchError, FileFault and friends: one line, no traceback
         print(f"janus {args.command}: error: {err}", file=sys.stderr)
         return 1
 

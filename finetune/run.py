@@ -5,8 +5,6 @@ marked in checkpoints/best.json and never deleted by retention."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
@@ -41,14 +39,19 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
     """Validates the data, settles the tokenizer, writes the train shards (once) and returns the config."""
     from janus.tokenizer import train_tokenizer
     from pretrain.init_weights import resolve
-    from pretrain.shards import read_index, write_pair_shards
+    from pretrain import checkpoint
+    from pretrain.run_lock import wait_until_free
+    from pretrain.shards import pairs_fingerprint, read_index, write_pair_shards
 
     splits = check_task(task, data)
     name = config or "tiny"
     path = Path(name) if Path(name).is_file() else CONFIG_DIR / f"{name}.toml"
     cfg = load_config(str(path) if path.is_file() else name, overrides)
     cfg.task, cfg.data_kind = task, "pairs"
+    if cfg.long_source == "auto":  # GLGE systems truncate long inputs (fairseq --truncate-source)
+        cfg.long_source = "drop" if task == "nmt" else "truncate"
     run_dir = Path(cfg.run_dir)
+    wait_until_free(run_dir.resolve(), cfg.lock_wait_s)  # no live run of this directory reads what we rewrite
     run_dir.mkdir(parents=True, exist_ok=True)
     tok_path = run_dir / "tokenizer.model"
     if init != "scratch":
@@ -63,22 +66,21 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
     elif cfg.tokenizer:
         if not tok_path.is_file():
             shutil.copy(cfg.tokenizer, tok_path)
+        elif sha256_file(cfg.tokenizer) != sha256_file(tok_path):
+            raise ValueError(f"tokenizer {cfg.tokenizer} is not {tok_path}, the one this run directory trains "
+                             f"with: drop tokenizer= to continue, or give a new run_dir")
     elif not tok_path.is_file():
         texts = [s for pair in splits["train"] for s in pair]
         train_tokenizer(texts, tok_path, vocab_size=min(8000, max(1000, len(set(" ".join(texts).split())) // 4)))
     cfg.tokenizer = str(tok_path)
     shards = run_dir / "shards"
-    fingerprint = hashlib.sha256((Path(data) / "train.src").read_bytes() + (Path(data) / "train.tgt").read_bytes()
-                                 + tok_path.read_bytes()).hexdigest()
-    index_ok = (shards / "index.json").is_file() and read_index(shards).get("fingerprint") == fingerprint
-    if not index_ok:
-        per_shard = math.ceil(len(splits["train"]) / max(4, 2 * cfg.num_workers))
-        write_pair_shards(splits["train"], tok_path, shards, pairs_per_shard=per_shard)
-        index = json.loads((shards / "index.json").read_text())
-        index["fingerprint"] = fingerprint
-        tmp = shards / "index.json.tmp"
-        tmp.write_text(json.dumps(index, indent=1))
-        tmp.replace(shards / "index.json")
+    if (shards / "index.json").is_file() and checkpoint.complete_steps(run_dir / "checkpoints", verify=False):
+        written = read_index(shards).get("input_sha256")
+        if written != pairs_fingerprint(splits["train"], tok_path):
+            raise ValueError(f"{Path(data) / 'train.src'} (or .tgt) is not the data {run_dir} trained on "
+                             f"({shards / 'index.json'}): give a new run_dir to train on it, or restore the data")
+    per_shard = math.ceil(len(splits["train"]) / max(4, 2 * cfg.num_workers))
+    write_pair_shards(splits["train"], tok_path, shards, pairs_per_shard=per_shard, replace=True)  # reused if unchanged
     cfg.shards = str(shards)
     return cfg, DevEvaluator(task, splits["dev"][:cfg.dev_examples], str(tok_path.resolve()))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from janus.files import read_text
+
 TASKS = ("nmt", "summarization", "question_generation", "dialogue")
 SPLITS = ("train", "dev", "test")
 
@@ -16,7 +18,7 @@ def read_split(data: str | Path, split: str) -> list[tuple[str, str]]:
         path = d / f"{split}.{side}"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: a task directory holds {{train,dev,test}}.{{src,tgt}}")
-        lines = path.read_text(encoding="utf-8").split("\n")
+        lines = read_text(path).split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         for n, line in enumerate(lines, 1):

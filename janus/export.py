@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from janus.config import ModelConfig
+from janus.files import new_directory
 
 FORMAT, VERSION = "janus-export", 1
 FILES = ("model.safetensors", "config.json", "tokenizer.model", "README.md")
@@ -37,25 +38,38 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def write_export(out: str | os.PathLike, state: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer: str | os.PathLike,
-                 card: str, source: dict | None = None) -> Path:
-    """Writes into a temp directory beside `out`, then renames: a half-written export never appears."""
+                 card: str, source: dict | None = None, force: bool = False) -> Path:
+    """Writes into a temp directory beside `out`, then renames: a half-written export never appears.
+    `out` must not exist; with `force` it may hold a previous export (and nothing else), which is replaced."""
     from safetensors.torch import save_file
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous().float() for k, v in state.items()}, str(tmp / "model.safetensors"),
-              metadata={"format": FORMAT})
-    config = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "source": source or {}}
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    shutil.copy(tokenizer, tmp / "tokenizer.model")
-    (tmp / "README.md").write_text(card)
-    (tmp / "SHA256SUMS").write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in FILES))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    check_export_target(out, force)
+    with new_directory(out, replace=force) as tmp:
+        save_file({k: v.contiguous().float() for k, v in state.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": FORMAT})
+        config = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "source": source or {}}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        shutil.copy(tokenizer, tmp / "tokenizer.model")
+        (tmp / "README.md").write_text(card)
+        (tmp / "SHA256SUMS").write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in FILES))
     return out
+
+
+def check_export_target(out: Path, force: bool) -> None:
+    """Refuses an `--out` that holds anything but a previous export (and that, unless `force`)."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir():
+        raise ExportError(f"--out {out} is an existing file: give a new directory for the export")
+    if not force:
+        raise ExportError(f"--out {out} already exists: give a new directory (or --force to replace the "
+                          f"previous export there)")
+    extra = sorted(p.name for p in out.iterdir() if p.name not in (*FILES, "SHA256SUMS"))
+    if not (out / "SHA256SUMS").is_file() or extra:
+        what = f"it also holds {extra[:3]}" if extra else "it has no SHA256SUMS"
+        raise ExportError(f"--out {out} is not a previous export ({what}): --force replaces only an export "
+                          f"written by `janus export`; give a new directory")
 
 
 def verify_export(directory: str | os.PathLike) -> list[str]:

@@ -19,14 +19,9 @@ import torch
 import torch.distributed as dist
 
 from janus.export import sha256_file
+from janus.files import FileFault, atomic_write, describe, new_file
 
 MARKER = "COMPLETE.json"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def tag_for(step: int) -> str:
@@ -44,46 +39,75 @@ def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int
     if rank == 0 and directory.exists():  # a previous, interrupted attempt at this step
         shutil.rmtree(directory)
     dist.barrier()
-    engine.save_checkpoint(str(root), tag=tag, save_latest=False)
-    part = directory / f"rank-{rank:05d}.pt"
-    tmp = part.with_name(part.name + ".tmp")
-    torch.save(rank_state, tmp)
-    os.replace(tmp, part)
-    if rank == 0:
-        for name, data in (files or {}).items():
-            (directory / name).write_bytes(data)
-    dist.barrier()
+    error = None
+    try:
+        engine.save_checkpoint(str(root), tag=tag, save_latest=False)
+    except (OSError, RuntimeError) as err:  # a full disk reaches torch.save as a RuntimeError
+        error = f"checkpoint step {step}: {describe(err, directory)}"
+        dist.barrier()  # the barrier DeepSpeed's save ends with, which this rank skipped
+    if error is None:
+        try:
+            with new_file(directory / f"rank-{rank:05d}.pt") as tmp:
+                torch.save(rank_state, tmp)
+            if rank == 0:
+                for name, data in (files or {}).items():
+                    atomic_write(directory / name, data)
+        except (FileFault, RuntimeError) as err:
+            error = f"checkpoint step {step}: {err}"
+    _agree(error)
     if rank == 0:
         listed = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
         manifest = {"step": step, "world_size": world, "rank_parts": world, **(info or {}),
                     "files": {str(p.relative_to(directory)): sha256_file(p) for p in listed}}
-        _atomic_write_text(directory / MARKER, json.dumps(manifest, indent=1))
-        _atomic_write_text(root / "latest", tag)
+        try:
+            atomic_write(directory / MARKER, json.dumps(manifest, indent=1))
+            atomic_write(root / "latest", tag)
+        except FileFault as err:
+            error = f"checkpoint step {step}: {err}"
         best = best_step(root)
-        for old in sorted(complete_steps(root, verify=False))[:-keep] if keep > 0 else []:
+        for old in sorted(complete_steps(root, verify=False))[:-keep] if keep > 0 and error is None else []:
             if old != best:
                 shutil.rmtree(root / tag_for(old), ignore_errors=True)
                 shutil.rmtree(root / "universal" / tag_for(old), ignore_errors=True)
-    dist.barrier()
+    _agree(error)
     return directory
 
 
+def _agree(error: str | None) -> None:
+    """Collective: every rank raises the same FileFault if any rank's writes failed (the partial step stays
+    unmarked, so discovery never takes it), instead of the others waiting forever in a barrier."""
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, error)
+    failed = [e for e in errors if e]
+    if failed:
+        raise FileFault(failed[0])
+
+
 def is_complete(directory: Path, verify: bool = True) -> bool:
-    marker = directory / MARKER
+    return problem(directory, verify) is None
+
+
+def problem(directory: Path, verify: bool = True) -> str | None:
+    """Why `directory` is not a whole checkpoint (None if it is): no marker, a missing part or file, or with
+    `verify` a file whose sha256 differs from the marker's (truncated or modified)."""
+    marker = Path(directory) / MARKER
     if not marker.is_file():
-        return False
+        return f"{directory}: no {MARKER}, so not a complete checkpoint (interrupted while it was written?)"
     try:
         manifest = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        return False
-    parts = [f for f in manifest["files"] if f.startswith("rank-")]
-    if len(parts) != manifest["rank_parts"]:
-        return False
-    for name, digest in manifest["files"].items():
-        path = directory / name
-        if not path.is_file() or (verify and sha256_file(path) != digest):
-            return False
-    return True
+        files, expected = manifest["files"], manifest["rank_parts"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return f"{marker}: not a checkpoint marker (unreadable JSON)"
+    parts = [f for f in files if f.startswith("rank-")]
+    if len(parts) != expected:
+        return f"{marker} lists {len(parts)} rank parts of {expected}"
+    for name, digest in files.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            return f"{path} is missing (listed in {MARKER})"
+        if verify and sha256_file(path) != digest:
+            return f"{path}: sha256 differs from {MARKER} (truncated or modified)"
+    return None
 
 
 def complete_steps(root: str | os.PathLike, verify: bool = True) -> list[int]:
@@ -114,7 +138,7 @@ def best_step(root: str | os.PathLike) -> int | None:
 
 
 def mark_best(root: str | os.PathLike, step: int, metric: str, value: float) -> None:
-    _atomic_write_text(Path(root) / "best.json", json.dumps({"step": step, "metric": metric, "value": value}))
+    atomic_write(Path(root) / "best.json", json.dumps({"step": step, "metric": metric, "value": value}))
 
 
 def universal_dir(root: str | os.PathLike, step: int) -> Path:

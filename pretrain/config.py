@@ -37,7 +37,9 @@ class TrainConfig:
     lr_power: float = 1.0  # polynomial decay power (1 = linear)
     weight_decay: float = 0.01
     token_budget: int = 2048
-    max_tokens: int = 128
+    max_source_tokens: int = 128  # longer sources are truncated or dropped (long_source)
+    max_target_tokens: int = 128  # longer targets are dropped (and counted)
+    long_source: str = "auto"  # truncate | drop | auto (truncate for summarization-like tasks, drop for nmt)
     window: int = 2048
     loader_workers: int = 0
     precision: str = "bf16"  # on a GPU: bf16 | fp16 (dynamic loss scaling) | fp32; on CPU always fp32
@@ -57,8 +59,52 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+    def validate(self) -> "TrainConfig":
+        """Every key's range and choice, checked on the driver before anything starts or is written."""
+        from janus.config import PRESETS
+        from janus.objective import OBJECTIVES
+
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ConfigKeyError(f"config key {key}={getattr(self, key)!r}: {what}")
+
+        for key in ("max_steps", "checkpoint_every", "grad_accum", "token_budget", "max_source_tokens",
+                    "max_target_tokens", "window", "max_nonfinite", "dev_examples", "tensor_parallel"):
+            need(getattr(self, key) >= 1, key, "must be a positive integer")
+        need(self.num_workers >= 1, "num_workers", "must be >= 1 (one Ray worker per rank; there is no "
+                                                   "in-process mode)")
+        for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "eval_every", "seed",
+                    "debug_sigkill_at_step"):
+            need(getattr(self, key) >= 0, key, "must be >= 0")
+        for key in ("grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops"):
+            need(getattr(self, key) >= 0, key, "must be >= 0")
+        need(self.lr > 0, "lr", "must be > 0")
+        need(self.lr_power > 0, "lr_power", "must be > 0")
+        need(self.objective in OBJECTIVES, "objective", f"choose one of {', '.join(sorted(OBJECTIVES))}")
+        need(self.model_preset in PRESETS, "model_preset", f"choose one of {', '.join(PRESETS)}")
+        need(self.precision in ("bf16", "fp16", "fp32"), "precision", "choose bf16, fp16 or fp32")
+        need(self.data_kind in ("blocks", "pairs"), "data_kind", "choose blocks (pretraining) or pairs (tasks)")
+        need(self.zero_stage in (0, 1, 2, 3), "zero_stage", "choose 0, 1, 2 or 3")
+        need(self.lr_schedule in ("inverse_sqrt", "polynomial"), "lr_schedule", "choose inverse_sqrt or polynomial")
+        need(self.long_source in ("auto", "truncate", "drop"), "long_source", "choose truncate, drop or auto")
+        need(self.num_workers % self.tensor_parallel == 0, "tensor_parallel",
+             f"must divide num_workers={self.num_workers} (data-parallel size = workers / TP)")
+        need(self.token_budget >= max(self.max_source_tokens, self.max_target_tokens), "token_budget",
+             f"must be >= max_source_tokens={self.max_source_tokens} and max_target_tokens="
+             f"{self.max_target_tokens}, or a single longest pair would not fit a batch")
+        positions = PRESETS[self.model_preset].get("max_positions", 256)
+        for key in ("max_source_tokens", "max_target_tokens"):
+            need(getattr(self, key) <= positions, key,
+                 f"the {self.model_preset} preset has max_positions={positions}: lower it to at most that")
+        return self
+
+
 class ConfigKeyError(ValueError):
     pass
+
+
+# keys that were renamed: an old config names the new ones in its error
+RENAMED = {"max_tokens": "max_source_tokens and max_target_tokens"}
 
 
 def _coerce(name: str, value, kind):
@@ -81,7 +127,12 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         if not file.is_file():
             raise FileNotFoundError(f"config {path} not found (built-in configs: "
                                     f"{sorted(p.stem for p in CONFIG_DIR.glob('*.toml'))})")
-        values.update(tomllib.loads(file.read_text()))
+        try:
+            values.update(tomllib.loads(file.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigKeyError(f"{file}: not valid TOML ({err})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigKeyError(f"{file}: not UTF-8 text (byte {err.start})") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigKeyError(f"override {item!r} must look like key=value")
@@ -89,11 +140,13 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         values[key.strip()] = value
     fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for key in values:
+        if key in RENAMED:
+            raise ConfigKeyError(f"config key {key!r} was split into {RENAMED[key]}")
         if key not in fields:
             near = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ConfigKeyError(f"unknown config key {key!r}{hint}")
-    return TrainConfig(**{k: _coerce(k, v, fields[k]) for k, v in values.items()})
+    return TrainConfig(**{k: _coerce(k, v, fields[k]) for k, v in values.items()}).validate()
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:

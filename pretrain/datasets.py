@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from janus.files import read_text
 from janus.tokenizer import Tokenizer, train_tokenizer
 from pretrain.registry import cache_dir, debian_indexes
 
@@ -201,8 +202,8 @@ def fetch(name: str, out_dir: Path | None = None, pair: str = "en-de") -> Path:
 
 def read_pairs(data_dir: Path, split: str) -> list[tuple[str, str]]:
     data_dir = Path(data_dir)
-    src = (data_dir / f"{split}.src").read_text(encoding="utf-8").splitlines()
-    tgt = (data_dir / f"{split}.tgt").read_text(encoding="utf-8").splitlines()
+    src = read_text(data_dir / f"{split}.src").splitlines()
+    tgt = read_text(data_dir / f"{split}.tgt").splitlines()
     if len(src) != len(tgt):
         raise ValueError(f"{data_dir}/{split}.src has {len(src)} lines but {split}.tgt has {len(tgt)}: "
                          "the two sides must be line-aligned")

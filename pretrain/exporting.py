@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from janus.export import verify_export, write_export
+from janus.export import check_export_target, verify_export, write_export
 from pretrain.init_weights import read_weights, resolve
 
 
@@ -43,14 +43,15 @@ def _model_card(source: Path, cfg, train: dict, manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def export_checkpoint(path: str, out: str) -> Path:
+def export_checkpoint(path: str, out: str, force: bool = False) -> Path:
+    check_export_target(Path(out), force)  # before minutes of consolidation
     source = resolve(path)
     state, cfg, tok = read_weights(source)
     info = json.loads((source / "config.json").read_text())
     manifest = json.loads((source / "COMPLETE.json").read_text()) if (source / "COMPLETE.json").is_file() else {}
     train = info.get("train", {})
     card = _model_card(source, cfg, train, manifest)
-    out_dir = write_export(out, state, cfg, tok, card, source={"checkpoint": str(source), "train": train,
+    out_dir = write_export(out, state, cfg, tok, card, force=force, source={"checkpoint": str(source), "train": train,
                                                                "step": manifest.get("step")})
     problems = verify_export(out_dir)
     if problems:

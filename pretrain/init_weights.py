@@ -19,7 +19,12 @@ def resolve(path: str | Path) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist: give an export (janus export), a checkpoint step "
                                 f"directory or a run directory")
-    if is_export(p) or checkpoint.is_complete(p, verify=False):
+    if is_export(p):
+        return p
+    if (p / checkpoint.MARKER).is_file():
+        wrong = checkpoint.problem(p)
+        if wrong:
+            raise ValueError(f"{wrong}: give another checkpoint step (or the run directory for its newest whole one)")
         return p
     root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
     step = checkpoint.best_step(root)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from janus.files import read_text
 from pretrain.datasets import read_pairs
 
 TEXT_SUFFIXES = (".txt", ".src", ".tgt", ".md", ".rst")
@@ -30,7 +31,7 @@ def read_documents(paths: list[str | Path]) -> Iterator[str]:
             raise ValueError(f"{path} holds no .txt/.jsonl files")
         for f in files:
             if f.suffix == ".jsonl":
-                for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                for n, line in enumerate(read_text(f).splitlines(), 1):
                     if not line.strip():
                         continue
                     try:
@@ -42,7 +43,7 @@ def read_documents(paths: list[str | Path]) -> Iterator[str]:
                         raise ValueError(f"{f}:{n}: no 'text' (or 'src'/'tgt') string field")
                     yield from texts
             elif f.suffix in (".src", ".tgt"):  # one example per line
-                yield from (line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
+                yield from (line.strip() for line in read_text(f).splitlines() if line.strip())
             else:
                 for block in f.read_text(encoding="utf-8", errors="replace").split("\n\n"):
                     text = " ".join(block.split())
@@ -61,9 +62,12 @@ def read_pair_input(path: str | Path, split: str) -> list[tuple[str, str]]:
         return read_pairs(path, split)
     if path.suffix == ".jsonl" and path.is_file():
         pairs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_text(path).splitlines(), 1):
             if line.strip():
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{n}: not JSON ({err.msg}); each line must be one JSON object") from None
                 if not isinstance(rec.get("src"), str) or not isinstance(rec.get("tgt"), str):
                     raise ValueError(f"{path}:{n}: needs string fields 'src' and 'tgt'")
                 pairs.append((rec["src"], rec["tgt"]))

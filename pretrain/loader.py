@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoaderConfig:
     token_budget: int = 4096  # longest sequence in the batch x batch size
-    max_tokens: int = 256  # longer pairs are dropped (and counted)
+    max_source_tokens: int = 256  # longer sources are truncated (truncate_source) or their pairs dropped
+    max_target_tokens: int = 256  # longer targets are dropped (and counted)
+    truncate_source: bool = False  # keep a long source's first max_source_tokens - 1 tokens and its EOS
     window: int = 4096  # pairs bucketed together; also the shuffle span across shards
     seed: int = 0
     kind: str = "pairs"  # pairs (tasks: target masking) | blocks (pretraining: text infilling)
@@ -55,6 +57,11 @@ class Stats:
     dropped_empty: int = 0
     dropped_too_long: int = 0
     bad_samples: int = 0
+    truncated_source: int = 0  # kept, with the source cut to max_source_tokens
+
+    @property
+    def skipped(self) -> int:
+        return self.corrupt_shards + self.dropped_empty + self.dropped_too_long + self.bad_samples
 
     def add(self, other: "Stats") -> None:
         for k, v in vars(other).items():
@@ -102,8 +109,12 @@ class PairStream:
         for s, t in pairs:
             if (self.cfg.kind == "pairs" and len(s) <= 2) or len(t) <= 2:
                 self.stats.dropped_empty += 1
-            elif len(s) > self.cfg.max_tokens or len(t) > self.cfg.max_tokens:
+            elif len(t) > self.cfg.max_target_tokens or (len(s) > self.cfg.max_source_tokens
+                                                         and not self.cfg.truncate_source):
                 self.stats.dropped_too_long += 1
+            elif len(s) > self.cfg.max_source_tokens:
+                self.stats.truncated_source += 1
+                kept.append((s[:self.cfg.max_source_tokens - 1] + s[-1:], t))
             else:
                 kept.append((s, t))
         perm = torch.randperm(len(kept), generator=_seeded(self.cfg.seed, epoch, shard)).tolist()
@@ -121,7 +132,9 @@ class PairStream:
                     break
                 empty_epochs += 1
                 if empty_epochs > 1:
-                    raise RuntimeError(f"stream {self.stream} read a whole epoch of shards and found no usable pair")
+                    raise RuntimeError(f"stream {self.stream} read a whole epoch of shards and found no usable pair "
+                                       f"({vars(self.stats)}): check max_source_tokens, max_target_tokens and "
+                                       f"long_source")
                 continue
             shard_pairs = self.shard_pairs(shards[shard_pos], epoch)
             take = shard_pairs[offset:offset + self.cfg.window - len(pairs)]
@@ -208,3 +221,28 @@ class PairLoader:
             total.add(Stats(**s))
         return total
 
+
+
+def length_report(index: dict, cfg: LoaderConfig) -> dict | None:
+    """What the length limits will do to a shard directory, counted from its index's length histograms
+    (None for an index written without them): pairs in all, sources truncated, and the pairs dropped
+    (empty or too long) as a range, since the index holds each side's lengths but not their pairing."""
+    if not all("lengths" in s for s in index["shards"]):
+        return None
+    pairs = truncated = low = high = 0
+    for shard in index["shards"]:
+        src = {int(k): v for k, v in shard["lengths"]["src"].items()}
+        tgt = {int(k): v for k, v in shard["lengths"]["tgt"].items()}
+        n = sum(tgt.values())
+        long_src = sum(v for k, v in src.items() if k > cfg.max_source_tokens)
+        causes = [sum(v for k, v in tgt.items() if k <= 2 or k > cfg.max_target_tokens)]
+        if cfg.kind == "pairs":
+            causes.append(sum(v for k, v in src.items() if k <= 2))
+        if cfg.truncate_source:
+            truncated += long_src
+        else:
+            causes.append(long_src)
+        pairs += n
+        low += max(causes)
+        high += min(n, sum(causes))
+    return {"pairs": pairs, "truncated_source": truncated, "dropped_at_least": low, "dropped_at_most": high}

@@ -1,9 +1,10 @@
 """Tokenized pairs -> webdataset tar shards, with an index of per-shard counts and sha256.
 
 A tar sample packs many pairs (tiny samples cost ~4 KB of tar each): `src.npy` / `tgt.npy` hold the
-concatenated int32 ids and `src_len.npy` / `tgt_len.npy` the lengths. Each shard is written under a
-temporary name and renamed when whole; `index.json` is written last, so a directory with an index
-holds only whole shards.
+concatenated int32 ids and `src_len.npy` / `tgt_len.npy` the lengths. The whole directory (shards, then
+`index.json`) is written under a temporary name beside its final one and renamed when whole, so a shard
+directory that exists is complete; its index records what it was written from (`input_sha256`,
+`tokenizer_sha256`) and each shard's sha256 and length histograms.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from tqdm import tqdm
+
+from janus.export import sha256_file
+from janus.files import faults, new_directory
 
 INDEX = "index.json"
 
@@ -81,30 +85,38 @@ def _write_shard(job: ShardJob) -> dict:
     else:
         src, tgt = tok.encode(job.src_lines), tok.encode(job.tgt_lines)
     final = Path(job.path)
-    tmp = final.with_name(final.name + ".tmp")
     samples = 0
-    with wds.TarWriter(str(tmp)) as sink:
+    with wds.TarWriter(str(final)) as sink:  # inside the directory's temporary name
         for i in range(0, len(src), job.pairs_per_sample):
             sink.write({"__key__": f"{final.stem}_{i // job.pairs_per_sample:06d}",
                         **pack(src[i:i + job.pairs_per_sample], tgt[i:i + job.pairs_per_sample])})
             samples += 1
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    os.replace(tmp, final)
+    digest = sha256_file(final)
     return {"name": final.name, "samples": samples, "pairs": len(src),
-            "tokens": sum(map(len, src)) + sum(map(len, tgt)), "sha256": digest}
+            "tokens": sum(map(len, src)) + sum(map(len, tgt)), "sha256": digest,
+            "lengths": {"src": _histogram(src), "tgt": _histogram(tgt)}}
+
+
+def _histogram(seqs: list[list[int]]) -> dict[str, int]:
+    """{length: count}: lets the driver count what the length limits will truncate or drop."""
+    counts: dict[int, int] = {}
+    for s in seqs:
+        counts[len(s)] = counts.get(len(s), 0) + 1
+    return {str(k): v for k, v in sorted(counts.items())}
 
 
 def write_pair_shards(pairs: list[tuple[str, str]], tokenizer: str | os.PathLike, out_dir: str | os.PathLike,
                       pairs_per_shard: int = 20000, pairs_per_sample: int = 256, workers: int | None = None,
-                      prefix: str = "shard") -> dict:
+                      prefix: str = "shard", replace: bool = False) -> dict:
     """Tokenize (src, tgt) text pairs with all cores and write shards + index.json; returns the index."""
     if not pairs:
         raise ValueError(f"no pairs to shard into {out_dir}: the input is empty")
-    jobs = [ShardJob(str(Path(out_dir) / f"{prefix}-{i // pairs_per_shard:05d}.tar"),
-                     [p[0] for p in pairs[i:i + pairs_per_shard]], [p[1] for p in pairs[i:i + pairs_per_shard]],
-                     str(tokenizer), pairs_per_sample)
-            for i in range(0, len(pairs), pairs_per_shard)]
-    return _run_jobs(jobs, out_dir, tokenizer, "pairs", workers)
+
+    def jobs(d: Path) -> list[ShardJob]:
+        return [ShardJob(str(d / f"{prefix}-{i // pairs_per_shard:05d}.tar"), [p[0] for p in pairs[i:i + pairs_per_shard]],
+                         [p[1] for p in pairs[i:i + pairs_per_shard]], str(tokenizer), pairs_per_sample)
+                for i in range(0, len(pairs), pairs_per_shard)]
+    return _run_jobs(jobs, out_dir, tokenizer, "pairs", pairs_fingerprint(pairs, tokenizer), workers, replace)
 
 
 def write_block_shards(documents: list[str], tokenizer: str | os.PathLike, out_dir: str | os.PathLike,
@@ -113,26 +125,51 @@ def write_block_shards(documents: list[str], tokenizer: str | os.PathLike, out_d
     """Tokenize documents and pack them into blocks of `seq_len` tokens for pretraining."""
     if not documents:
         raise ValueError(f"no documents to shard into {out_dir}: the input is empty")
-    jobs = [ShardJob(str(Path(out_dir) / f"{prefix}-{i // docs_per_shard:05d}.tar"), documents[i:i + docs_per_shard],
-                     [], str(tokenizer), blocks_per_sample, seq_len)
-            for i in range(0, len(documents), docs_per_shard)]
-    return _run_jobs(jobs, out_dir, tokenizer, "blocks", workers, seq_len=seq_len)
+
+    def jobs(d: Path) -> list[ShardJob]:
+        return [ShardJob(str(d / f"{prefix}-{i // docs_per_shard:05d}.tar"), documents[i:i + docs_per_shard], [],
+                         str(tokenizer), blocks_per_sample, seq_len)
+                for i in range(0, len(documents), docs_per_shard)]
+    return _run_jobs(jobs, out_dir, tokenizer, "blocks", _fingerprint(documents, tokenizer, "blocks", seq_len),
+                     workers, seq_len=seq_len)
 
 
-def _run_jobs(jobs: list[ShardJob], out_dir, tokenizer, kind: str, workers: int | None, **extra) -> dict:
+def pairs_fingerprint(pairs: list[tuple[str, str]], tokenizer: str | os.PathLike) -> str:
+    return _fingerprint((t for p in pairs for t in p), tokenizer, "pairs")
+
+
+def _fingerprint(texts, tokenizer, *params) -> str:
+    """sha256 of the input texts, the tokenizer and what changes the tokens (not how they are split into
+    shards): what a shard directory was written from."""
+    h = hashlib.sha256(repr(params).encode() + sha256_file(tokenizer).encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+def _run_jobs(jobs, out_dir, tokenizer, kind: str, fingerprint: str, workers: int | None, replace: bool = False,
+              **extra) -> dict:
+    """Writes the whole directory under a temporary name and renames it: a shard directory is whole or absent.
+    An existing one is reused when written from the same input, refused otherwise (or with `replace`, one
+    this project wrote, replaced)."""
     out = Path(out_dir)
-    if (out / INDEX).exists():
-        return json.loads((out / INDEX).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers) as pool:
-        shards = list(tqdm(pool.map(_write_shard, jobs), total=len(jobs), desc=f"shard {out.name}", unit="shard"))
-    index = {"kind": kind, **extra, "tokenizer_sha256": hashlib.sha256(Path(tokenizer).read_bytes()).hexdigest(),
-             "shards": shards, "samples": sum(s["samples"] for s in shards),
-             "pairs": sum(s["pairs"] for s in shards), "tokens": sum(s["tokens"] for s in shards)}
-    tmp = out / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, out / INDEX)
+    if out.exists():
+        index = read_index(out) if (out / INDEX).exists() else None
+        if index is not None and index.get("input_sha256") == fingerprint:
+            return index
+        if not replace or index is None:
+            what = "shards written from other input, another tokenizer or other settings" if index else \
+                "files but no index.json of `janus data shard`"
+            raise ValueError(f"--out {out} already holds {what}: give a new --out (nothing there was changed)")
+    with new_directory(out, replace=replace) as tmp, faults(out, name_it=True):
+        todo = jobs(tmp)
+        workers = workers or min(len(todo), os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers) as pool:
+            shards = list(tqdm(pool.map(_write_shard, todo), total=len(todo), desc=f"shard {out.name}", unit="shard"))
+        index = {"kind": kind, **extra, "tokenizer_sha256": sha256_file(tokenizer), "input_sha256": fingerprint,
+                 "shards": shards, "samples": sum(s["samples"] for s in shards),
+                 "pairs": sum(s["pairs"] for s in shards), "tokens": sum(s["tokens"] for s in shards)}
+        (tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return index
 
 
@@ -140,7 +177,18 @@ def read_index(shard_dir: str | os.PathLike) -> dict:
     path = Path(shard_dir) / INDEX
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: write shards with `janus data shard` first")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); rewrite the shards with "
+                         f"`janus data shard`") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list) or \
+            not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in index["shards"]):
+        raise ValueError(f"{path}: not a shard index (an object whose 'shards' lists {{name, sha256, ...}}); "
+                         f"rewrite the shards with `janus data shard`")
+    return index
 
 
 def shard_urls(shard_dir: str | os.PathLike) -> list[str]:

@@ -24,11 +24,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from janus.files import FileFault, faults
+from pretrain import checkpoint
 from pretrain.config import TrainConfig, save_config
 
 # `janus pretrain` exits with this code after a preemption signal (SIGTERM or SIGUSR1) made it finish
 # the step, write a checkpoint and stop; rerunning the command resumes. (75 = EX_TEMPFAIL.)
 PREEMPTED_EXIT_CODE = 75
+# ... with 130 (128 + SIGINT) when Ctrl-C stopped it the same way,
+INTERRUPTED_EXIT_CODE = 130
 # ... and with this one when `max_nonfinite` losses in a row stopped it (the last good checkpoint stays).
 DIVERGED_EXIT_CODE = 3
 PREEMPT_FLAG = "PREEMPTED"
@@ -36,15 +40,19 @@ DIVERGED_FLAG = "DIVERGED"
 
 
 class Preempted(Exception):
-    """The run stopped at a checkpoint because it was asked to (SIGTERM / SIGUSR1)."""
+    """The run stopped at a checkpoint because it was asked to (SIGTERM / SIGUSR1, or Ctrl-C: `interrupted`)."""
+
+    def __init__(self, message: str, interrupted: bool = False):
+        super().__init__(message)
+        self.interrupted = interrupted
 
 
 class Diverged(Exception):
     """The loss was non-finite `max_nonfinite` steps in a row."""
 
 
-def _on_signals(handler) -> None:
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+def _on_signals(handler, interrupt: bool = False) -> None:
+    for sig in (signal.SIGTERM, signal.SIGUSR1, *([signal.SIGINT] if interrupt else [])):
         try:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread of this process: the driver's handler covers it
@@ -141,7 +149,6 @@ def train_worker(config: dict) -> None:
     from janus.objective import compute_loss, objective
     from janus.parallel import init_parallel, parallel_state
     from janus.tokenizer import Tokenizer
-    from pretrain import checkpoint
     from pretrain.engine import MegatronMPU, ensure_launcher_env
     from pretrain.init_weights import load_init, model_config
     from pretrain.loader import LoaderConfig, PairLoader
@@ -202,7 +209,8 @@ def train_worker(config: dict) -> None:
         torch.manual_seed(cfg.seed + 1000 * dp_rank)
     obj = objective(cfg.objective)
     loader_cfg = LoaderConfig(kind=cfg.data_kind, aux_order=obj.aux_order, token_budget=cfg.token_budget,
-                              max_tokens=cfg.max_tokens, window=cfg.window,
+                              max_source_tokens=cfg.max_source_tokens, max_target_tokens=cfg.max_target_tokens,
+                              truncate_source=cfg.long_source == "truncate", window=cfg.window,
                               seed=cfg.seed + (7919 * counters.step if elastic else 0), num_workers=cfg.loader_workers)
     loader = PairLoader(shard_urls(cfg.shards), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state)
     files = _checkpoint_files(cfg, model)
@@ -242,7 +250,7 @@ def train_worker(config: dict) -> None:
             if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
                 save()
             if rank == 0:
-                print(f"preempted: checkpoint at step {counters.step}; run the same command to resume", flush=True)
+                print(f"stopping: checkpoint at step {counters.step}", flush=True)
             break
         if counters.step >= cfg.max_steps:
             break
@@ -276,10 +284,12 @@ def train_worker(config: dict) -> None:
         counters.step += 1
         flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
         grad_norm = engine.get_global_grad_norm()
-        data_skipped = sum(vars(loader.totals()).values())
+        data = loader.totals()
         logged = torch.tensor([loss.item(), *[v.item() for v in terms.values()], batch.tgt.ne(0).sum().item(),
-                               flops, data_skipped])
+                               flops, data.skipped, data.dropped_too_long, data.truncated_source])
         dist.all_reduce(logged)
+        truncated, too_long = int(logged[-1]) // cfg.tensor_parallel, int(logged[-2]) // cfg.tensor_parallel
+        logged = logged[:-2]
         seconds = time.perf_counter() - last_step_end  # wall clock: loader wait + step + logging
         last_step_end = time.perf_counter()
         counters.tokens += int(logged[-3]) // cfg.tensor_parallel
@@ -293,6 +303,7 @@ def train_worker(config: dict) -> None:
                       "gflops": float(logged[-2]) / 1e9, "peak_gflop_s": float(peak),
                       "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
                       "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
+                      "pairs_dropped_too_long": too_long, "pairs_truncated": truncated,
                       "elapsed_s": time.perf_counter() - start}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -353,7 +364,7 @@ def plot_metrics(run_dir: Path) -> Path | None:
     if not rows:
         return None
     skip = {"step", "lr", "grad_norm", "tokens_per_s", "mfu", "gflops", "peak_gflop_s", "tokens",
-            "skipped_nonfinite", "data_skipped", "elapsed_s"}
+            "skipped_nonfinite", "data_skipped", "pairs_dropped_too_long", "pairs_truncated", "elapsed_s"}
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows]
     for key in [k for k in rows[-1] if k not in skip]:
@@ -370,40 +381,102 @@ def plot_metrics(run_dir: Path) -> Path | None:
     return out
 
 
+def check_before_start(cfg: TrainConfig) -> None:
+    """Everything about the config and its inputs that can be known without starting Ray, refused in one
+    line (ValueError / FileNotFoundError: exit 2) before any directory is created."""
+    from janus.config import preset
+    from janus.export import sha256_file
+    from janus.tokenizer import Tokenizer
+    from pretrain.init_weights import model_config, resolve
+    from pretrain.loader import LoaderConfig, length_report
+    from pretrain.shards import read_index
+
+    cfg.validate()
+    index = read_index(cfg.shards)
+    index_path = Path(cfg.shards) / "index.json"
+    n_shards = len(index["shards"])
+    streams = cfg.num_workers // cfg.tensor_parallel * max(1, cfg.loader_workers)
+    if n_shards < streams:
+        raise ValueError(f"{cfg.shards} has {n_shards} shards but the run reads {streams} streams "
+                         f"(data-parallel ranks x loader_workers): write more, smaller shards (--per-shard)")
+    if index.get("kind", cfg.data_kind) != cfg.data_kind:
+        raise ValueError(f"{index_path} holds {index['kind']} shards but data_kind={cfg.data_kind!r}: "
+                         f"set data_kind={index['kind']}")
+    if not cfg.tokenizer or not Path(cfg.tokenizer).is_file():
+        raise FileNotFoundError(f"tokenizer {cfg.tokenizer or '(none given)'} does not exist: give tokenizer= the "
+                                f"sentencepiece model the shards were written with")
+    if index.get("tokenizer_sha256") and index["tokenizer_sha256"] != sha256_file(cfg.tokenizer):
+        raise ValueError(f"tokenizer {cfg.tokenizer} is not the one {index_path} was written with "
+                         f"(sha256 {index['tokenizer_sha256'][:12]}): give that tokenizer, or rewrite the shards "
+                         f"with `janus data shard --tokenizer {cfg.tokenizer}`")
+    vocab = Tokenizer(cfg.tokenizer).vocab_size
+    preset(cfg.model_preset, vocab_size=vocab).validate(cfg.tensor_parallel)
+    if cfg.init:
+        source = resolve(cfg.init)
+        if sha256_file(source / "tokenizer.model") != sha256_file(cfg.tokenizer):
+            raise ValueError(f"tokenizer {cfg.tokenizer} is not the one init={source} was trained with "
+                             f"({source / 'tokenizer.model'}): shard the data with that tokenizer")
+        model_config(source).validate(cfg.tensor_parallel)
+    truncate = cfg.long_source == "truncate"
+    report = length_report(index, LoaderConfig(kind=cfg.data_kind, max_source_tokens=cfg.max_source_tokens,
+                                               max_target_tokens=cfg.max_target_tokens, truncate_source=truncate))
+    if report is not None:
+        if report["dropped_at_most"] >= report["pairs"]:
+            keys = "max_target_tokens" + (", or long_source=truncate" if not truncate and cfg.data_kind == "pairs"
+                                          else "")
+            raise ValueError(f"{cfg.shards}: every one of its {report['pairs']:,} pairs is empty or longer than "
+                             f"max_source_tokens={cfg.max_source_tokens} / max_target_tokens="
+                             f"{cfg.max_target_tokens}: raise {keys} (up to the model's max_positions)")
+        dropped = report["dropped_at_least"], report["dropped_at_most"]
+        if report["truncated_source"] or dropped[1]:
+            print(f"length limits on {report['pairs']:,} pairs: {report['truncated_source']:,} sources truncated to "
+                  f"max_source_tokens={cfg.max_source_tokens}; "
+                  f"{dropped[0]:,}{'' if dropped[0] == dropped[1] else f'-{dropped[1]:,}'} pairs dropped "
+                  f"(empty, or longer than the limits; long_source={cfg.long_source})", flush=True)
+
+
+def check_resume(cfg: TrainConfig, run_dir: Path) -> None:
+    """A resumed run keeps its tensor-parallel size and its tokenizer."""
+    from janus.config import ModelConfig
+    from janus.export import sha256_file
+    from janus.tokenizer import Tokenizer
+
+    steps = checkpoint.complete_steps(run_dir / "checkpoints", verify=False)  # rank 0 verifies the sums later
+    if not steps:
+        return
+    directory = run_dir / "checkpoints" / checkpoint.tag_for(steps[-1])
+    written = checkpoint.manifest(directory).get("tensor_parallel", 1)
+    if written != cfg.tensor_parallel:
+        raise ValueError(f"{run_dir} resumes from a checkpoint written at tensor_parallel={written}: keep that "
+                         f"(the number of workers may change), or `janus export` it and start a new run "
+                         f"with init=EXPORT")
+    if sha256_file(directory / "tokenizer.model") != sha256_file(cfg.tokenizer):
+        raise ValueError(f"tokenizer {cfg.tokenizer} is not {directory / 'tokenizer.model'}, the one {run_dir} "
+                         f"trained with: resume with that tokenizer (and its shards), or give a new run_dir")
+    model = ModelConfig.from_dict(json.loads((directory / "config.json").read_text())["model"])
+    if model.vocab_size != Tokenizer(cfg.tokenizer).vocab_size:
+        raise ValueError(f"{directory / 'config.json'} has a {model.vocab_size}-piece vocabulary and tokenizer "
+                         f"{cfg.tokenizer} {Tokenizer(cfg.tokenizer).vocab_size}: resume with the run's tokenizer")
+
+
 def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -> Path:
     """Start (or join) Ray and run the workers; returns the run directory."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pretrain import checkpoint
     from pretrain.run_lock import wait_until_free
-    from pretrain.shards import read_index
 
-    lr_at(cfg.warmup_steps + 1, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps)  # a bad schedule name
-    # a wrong path or too few shards fails here, in one line, before any worker starts
-    n_shards = len(read_index(cfg.shards)["shards"])
-    streams = cfg.num_workers // cfg.tensor_parallel * max(1, cfg.loader_workers)
-    if n_shards < streams:
-        raise ValueError(f"{cfg.shards} has {n_shards} shards but the run reads {streams} streams "
-                         f"(data-parallel ranks x loader_workers): write more, smaller shards (--per-shard)")
-    if not Path(cfg.tokenizer).is_file():
-        raise FileNotFoundError(f"tokenizer {cfg.tokenizer} does not exist: train one with `janus data tokenizer`")
+    check_before_start(cfg)
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
     wait_until_free(run_dir, cfg.lock_wait_s)  # before anything here is read or written
-    steps = checkpoint.complete_steps(run_dir / "checkpoints", verify=False)  # rank 0 verifies the sums later
-    resume = steps[-1] if steps else None
-    if resume is not None:
-        written = checkpoint.manifest(run_dir / "checkpoints" / checkpoint.tag_for(resume)).get("tensor_parallel", 1)
-        if written != cfg.tensor_parallel:
-            raise ValueError(f"{run_dir} resumes from a checkpoint written at tensor_parallel={written}: keep that "
-                             f"(the number of workers may change), or `janus export` it and start a new run "
-                             f"with init=EXPORT")
+    check_resume(cfg, run_dir)
     cfg.shards, cfg.tokenizer = str(Path(cfg.shards).resolve()), str(Path(cfg.tokenizer).resolve())
     if cfg.init:
         cfg.init = str(Path(cfg.init).resolve())
-    save_config(cfg, run_dir / "config.json")
+    with faults(run_dir):
+        save_config(cfg, run_dir / "config.json")
     stop_flag, diverged_flag = run_dir / PREEMPT_FLAG, run_dir / DIVERGED_FLAG
     stop_flag.unlink(missing_ok=True)
     diverged_flag.unlink(missing_ok=True)
@@ -416,7 +489,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": quiet, "worker_process_setup_hook": "pretrain.trainer.quiet_ray_loggers"},
                  **({} if address else {"num_cpus": max(cfg.num_workers, os.cpu_count() or 1)}))
-    _on_signals(lambda *_: stop_flag.touch())  # after ray.init, which installs its own fatal SIGTERM handler
+    _on_signals(_driver_stop(stop_flag), interrupt=True)  # after ray.init, which installs a fatal SIGTERM handler
     use_gpu = torch.cuda.is_available() if not address else bool(ray.cluster_resources().get("GPU"))
     trainer = TorchTrainer(
         train_worker, train_loop_config={"train": cfg.to_dict(), "evaluator": evaluator,
@@ -425,8 +498,15 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(storage_path=str(run_dir / "ray"), name="train",
                              failure_config=FailureConfig(max_failures=cfg.max_failures)))
+    # Ray Train's own Ctrl-C handler aborts the workers mid-step; ours stops them at a checkpoint instead
+    trainer._register_sigint_handler = lambda controller: None
     try:
         trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        fault = _worker_fault(err)
+        if fault is None:
+            raise
+        raise FileFault(f"{fault}; the newest complete checkpoint is kept in {run_dir / 'checkpoints'}") from None
     finally:
         if started_ray:  # an embedded cluster lives as long as its job
             ray.shutdown()
@@ -434,6 +514,34 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     if diverged_flag.exists():
         raise Diverged(diverged_flag.read_text().strip())
     if stop_flag.exists():
-        raise Preempted(f"preempted; the newest checkpoint is in {run_dir / 'checkpoints'}")
+        step = checkpoint.latest_complete(run_dir / "checkpoints")
+        interrupted = stop_flag.read_text().strip() == "SIGINT"
+        raise Preempted(f"{'interrupted' if interrupted else 'preempted'} at the checkpoint of step {step} in "
+                        f"{run_dir / 'checkpoints'}; run the same command to resume", interrupted=interrupted)
     return run_dir
+
+
+def _driver_stop(stop_flag: Path):
+    """SIGTERM/SIGUSR1/SIGINT: the workers finish their step, checkpoint and stop; a second Ctrl-C stops at once."""
+    seen = []
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and seen:
+            raise KeyboardInterrupt
+        if not seen:
+            stop_flag.write_text(signal.Signals(signum).name + "\n")
+        seen.append(signum)
+        if signum == signal.SIGINT:
+            print("\ninterrupted: finishing this step and writing a checkpoint (Ctrl-C again to stop at once, "
+                  "losing the steps since the last checkpoint)", file=sys.stderr, flush=True)
+    return handler
+
+
+def _worker_fault(err: Exception) -> str | None:
+    """The one-line message of a FileFault raised in a worker, if that is what failed the run."""
+    for failure in getattr(err, "worker_failures", {}).values():
+        cause = getattr(failure, "cause", None) or failure
+        if isinstance(cause, FileFault) or "FileFault" in type(cause).__name__:
+            return str(cause).strip().splitlines()[-1].split("FileFault: ")[-1]
+    return None
 

@@ -35,7 +35,8 @@ def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config,
                                            mpu=MegatronMPU())
     dp_rank, dp_world = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
-    loader = PairLoader(shard_urls(shard_dir), LoaderConfig(token_budget=512, window=256, seed=0, max_tokens=100),
+    loader = PairLoader(shard_urls(shard_dir), LoaderConfig(token_budget=512, window=256, seed=0, max_source_tokens=100,
+                                                            max_target_tokens=100),
                         rank=dp_rank, world=dp_world)
     losses = []
     for step, batch in enumerate(loader):
