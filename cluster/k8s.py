@@ -44,6 +44,9 @@ class K8sJob:
     def validate(self) -> None:
         if not self.image:
             raise SubmitError("--image is required: a container image with this project installed (see README)")
+        if not IMAGE_REFERENCE.fullmatch(self.image):
+            raise SubmitError(f"--image {self.image!r} is not an image reference: [REGISTRY[:PORT]/]NAME[:TAG][@sha256:"
+                              f"DIGEST] in lower case, e.g. ghcr.io/acme/janus-seq:0.1")
         if self.workers < 1:
             raise SubmitError(f"--workers {self.workers}: a job needs at least 1 worker pod")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 1:
@@ -53,6 +56,13 @@ class K8sJob:
         if not self.command or Path(self.command[0]).name != "janus":
             raise SubmitError("give the janus command after `--`, e.g. `janus submit k8s --image IMG -- janus "
                               "pretrain --config small run_dir=/checkpoints/run`")
+
+
+# the grammar of github.com/distribution/reference (a registry host, slash-separated lower-case path
+# components, an optional tag and digest)
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(rf"(?:(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                             rf"(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?")
 
 
 def _volumes(job: K8sJob) -> tuple[list, list]:

@@ -52,9 +52,11 @@ def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int
             if rank == 0:
                 for name, data in (files or {}).items():
                     atomic_write(directory / name, data)
-        except (FileFault, RuntimeError) as err:
+        except FileFault as err:
             error = f"checkpoint step {step}: {err}"
-    _agree(error)
+        except RuntimeError as err:
+            error = f"checkpoint step {step}: {describe(err, directory)}"
+    _agree(error, directory)
     if rank == 0:
         listed = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
         manifest = {"step": step, "world_size": world, "rank_parts": world, **(info or {}),
@@ -69,17 +71,19 @@ def save(root: str | os.PathLike, step: int, engine, rank_state: dict, keep: int
             if old != best:
                 shutil.rmtree(root / tag_for(old), ignore_errors=True)
                 shutil.rmtree(root / "universal" / tag_for(old), ignore_errors=True)
-    _agree(error)
+    _agree(error, None if (directory / MARKER).is_file() else directory)  # a marked step is whole: kept
     return directory
 
 
-def _agree(error: str | None) -> None:
-    """Collective: every rank raises the same FileFault if any rank's writes failed (the partial step stays
-    unmarked, so discovery never takes it), instead of the others waiting forever in a barrier."""
+def _agree(error: str | None, directory: Path | None = None) -> None:
+    """Collective: every rank raises the same FileFault if any rank's writes failed, instead of the others
+    waiting forever in a barrier. The unmarked partial step (which discovery would never take) is removed."""
     errors = [None] * dist.get_world_size()
     dist.all_gather_object(errors, error)
     failed = [e for e in errors if e]
     if failed:
+        if directory is not None and dist.get_rank() == 0:  # the unmarked partial step: useless, and it fills the disk
+            shutil.rmtree(directory, ignore_errors=True)
         raise FileFault(failed[0])
 
 

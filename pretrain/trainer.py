@@ -139,7 +139,7 @@ def train_worker(config: dict) -> None:
     `config` holds the TrainConfig and, for fine-tuning, a dev `evaluator(model) -> (name, value)`."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*(Transformer Engine|tp_group is None).*")
+    warnings.filterwarnings("ignore", message=".*(Transformer Engine|tp_group is None|all_gather_into_tensor).*")
     import deepspeed
     from torch.utils.tensorboard import SummaryWriter
 
@@ -241,105 +241,110 @@ def train_worker(config: dict) -> None:
     _on_signals(lambda *_: stop_flag.touch())  # e.g. Slurm signalling every task
     start, drawn = time.perf_counter(), 0
     last_step_end = start
-    for batch in loader:
-        drawn += 1
-        # every rank agrees at a step boundary, so no rank waits in a collective another left
-        stop = torch.tensor([float(stop_flag.exists())])
-        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item() > 0:
-            if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
-                save()
-            if rank == 0:
-                print(f"stopping: checkpoint at step {counters.step}", flush=True)
-            break
-        if counters.step >= cfg.max_steps:
-            break
-        for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps, cfg.lr_end,
-                                cfg.lr_power)
-        batch = batch.to(engine.device)
-        loss, terms = compute_loss(engine.module, batch, obj)
-        if drawn in bad_batches:
-            loss = loss * float("nan")
-        bad = torch.tensor([float(not torch.isfinite(loss).item())])
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item() > 0:  # every rank skips this step together
-            counters.nonfinite += 1
-            counters.nonfinite_in_row += 1
-            if rank == 0:
-                print(f"non-finite loss at step {counters.step + 1}: skipped ({counters.nonfinite_in_row} in a row)",
-                      flush=True)
-            if counters.nonfinite_in_row >= cfg.max_nonfinite:
+    fault = None
+    try:
+        for batch in loader:
+            drawn += 1
+            # every rank agrees at a step boundary, so no rank waits in a collective another left
+            stop = torch.tensor([float(stop_flag.exists())])
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            if stop.item() > 0:
+                if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
+                    save()
                 if rank == 0:
-                    last = checkpoint.latest_complete(root)
-                    diverged_flag.write_text(
-                        f"the loss was non-finite {counters.nonfinite_in_row} steps in a row at step "
-                        f"{counters.step + 1}; the last good checkpoint is step {last} in {root}. Lower lr, raise "
-                        f"warmup_steps or grad_clip, or check the data; rerunning resumes from that checkpoint\n")
+                    print(f"stopping: checkpoint at step {counters.step}", flush=True)
                 break
-            continue
-        counters.nonfinite_in_row = 0
-        engine.backward(loss)
-        engine.step()
-        counters.step += 1
-        flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
-        grad_norm = engine.get_global_grad_norm()
-        data = loader.totals()
-        logged = torch.tensor([loss.item(), *[v.item() for v in terms.values()], batch.tgt.ne(0).sum().item(),
-                               flops, data.skipped, data.dropped_too_long, data.truncated_source])
-        dist.all_reduce(logged)
-        truncated, too_long = int(logged[-1]) // cfg.tensor_parallel, int(logged[-2]) // cfg.tensor_parallel
-        logged = logged[:-2]
-        seconds = time.perf_counter() - last_step_end  # wall clock: loader wait + step + logging
-        last_step_end = time.perf_counter()
-        counters.tokens += int(logged[-3]) // cfg.tensor_parallel
-        if rank == 0:
-            record = {"step": counters.step, "loss": float(logged[0]) / world,
-                      **{k: float(v) / world for k, v in zip(terms, logged[1:-3])},
-                      "lr": engine.optimizer.param_groups[0]["lr"],
-                      "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                      "tokens_per_s": float(logged[-3]) / cfg.tensor_parallel / seconds,
-                      "mfu": float(logged[-2]) / seconds / 1e9 / float(peak),
-                      "gflops": float(logged[-2]) / 1e9, "peak_gflop_s": float(peak),
-                      "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
-                      "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
-                      "pairs_dropped_too_long": too_long, "pairs_truncated": truncated,
-                      "elapsed_s": time.perf_counter() - start}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key != "step" and value is not None:
-                    writer.add_scalar(f"train/{key}", value, counters.step)
-            bar.update(counters.step, f"loss {record['loss']:.3f} {record['tokens_per_s']:.0f} tok/s "
-                                      f"MFU {record['mfu']:.0%}")
-        due = counters.step % cfg.checkpoint_every == 0 or counters.step == cfg.max_steps
-        if evaluator is not None and cfg.eval_every and (counters.step % cfg.eval_every == 0
-                                                         or counters.step == cfg.max_steps):
-            name, value = evaluator(engine.module)  # every rank decodes: TP/ZeRO-3 forwards are collective
-            best = checkpoint.best_step(root)
-            best_value = json.loads((root / "best.json").read_text())["value"] if best is not None else None
-            if rank == 0:
-                print(f"step {counters.step}: dev {name} {value:.2f}", flush=True)
-                writer.add_scalar(f"dev/{name}", value, counters.step)
-                with open(run_dir / "dev.jsonl", "a") as f:
-                    f.write(json.dumps({"step": counters.step, name: value}) + "\n")
-            if best_value is None or value > best_value:
-                save()
-                due = False
+            if counters.step >= cfg.max_steps:
+                break
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps, cfg.lr_end,
+                                    cfg.lr_power)
+            batch = batch.to(engine.device)
+            loss, terms = compute_loss(engine.module, batch, obj)
+            if drawn in bad_batches:
+                loss = loss * float("nan")
+            bad = torch.tensor([float(not torch.isfinite(loss).item())])
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            if bad.item() > 0:  # every rank skips this step together
+                counters.nonfinite += 1
+                counters.nonfinite_in_row += 1
                 if rank == 0:
-                    checkpoint.mark_best(root, counters.step, name, value)
-            dist.barrier()
-        if due:
-            save()
-        if cfg.debug_sigkill_at_step == counters.step and rank == world - 1 \
-                and not (run_dir / "debug-killed").exists():
-            (run_dir / "debug-killed").touch()
-            os.kill(os.getpid(), signal.SIGKILL)
+                    print(f"non-finite loss at step {counters.step + 1}: skipped ({counters.nonfinite_in_row} in a row)",
+                          flush=True)
+                if counters.nonfinite_in_row >= cfg.max_nonfinite:
+                    if rank == 0:
+                        last = checkpoint.latest_complete(root)
+                        diverged_flag.write_text(
+                            f"the loss was non-finite {counters.nonfinite_in_row} steps in a row at step "
+                            f"{counters.step + 1}; the last good checkpoint is step {last} in {root}. Lower lr, raise "
+                            f"warmup_steps or grad_clip, or check the data; rerunning resumes from that checkpoint\n")
+                    break
+                continue
+            counters.nonfinite_in_row = 0
+            engine.backward(loss)
+            engine.step()
+            counters.step += 1
+            flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
+            grad_norm = engine.get_global_grad_norm()
+            data = loader.totals()
+            logged = torch.tensor([loss.item(), *[v.item() for v in terms.values()], batch.tgt.ne(0).sum().item(),
+                                   flops, data.skipped, data.dropped_too_long, data.truncated_source])
+            dist.all_reduce(logged)
+            truncated, too_long = int(logged[-1]) // cfg.tensor_parallel, int(logged[-2]) // cfg.tensor_parallel
+            logged = logged[:-2]
+            seconds = time.perf_counter() - last_step_end  # wall clock: loader wait + step + logging
+            last_step_end = time.perf_counter()
+            counters.tokens += int(logged[-3]) // cfg.tensor_parallel
+            if rank == 0:
+                record = {"step": counters.step, "loss": float(logged[0]) / world,
+                          **{k: float(v) / world for k, v in zip(terms, logged[1:-3])},
+                          "lr": engine.optimizer.param_groups[0]["lr"],
+                          "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                          "tokens_per_s": float(logged[-3]) / cfg.tensor_parallel / seconds,
+                          "mfu": float(logged[-2]) / seconds / 1e9 / float(peak),
+                          "gflops": float(logged[-2]) / 1e9, "peak_gflop_s": float(peak),
+                          "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
+                          "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
+                          "pairs_dropped_too_long": too_long, "pairs_truncated": truncated,
+                          "elapsed_s": time.perf_counter() - start}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                for key, value in record.items():
+                    if key != "step" and value is not None:
+                        writer.add_scalar(f"train/{key}", value, counters.step)
+                bar.update(counters.step, f"loss {record['loss']:.3f} {record['tokens_per_s']:.0f} tok/s "
+                                          f"MFU {record['mfu']:.0%}")
+            due = counters.step % cfg.checkpoint_every == 0 or counters.step == cfg.max_steps
+            if evaluator is not None and cfg.eval_every and (counters.step % cfg.eval_every == 0
+                                                             or counters.step == cfg.max_steps):
+                name, value = evaluator(engine.module)  # every rank decodes: TP/ZeRO-3 forwards are collective
+                best = checkpoint.best_step(root)
+                best_value = json.loads((root / "best.json").read_text())["value"] if best is not None else None
+                if rank == 0:
+                    print(f"step {counters.step}: dev {name} {value:.2f}", flush=True)
+                    writer.add_scalar(f"dev/{name}", value, counters.step)
+                    with open(run_dir / "dev.jsonl", "a") as f:
+                        f.write(json.dumps({"step": counters.step, name: value}) + "\n")
+                if best_value is None or value > best_value:
+                    save()
+                    due = False
+                    if rank == 0:
+                        checkpoint.mark_best(root, counters.step, name, value)
+                dist.barrier()
+            if due:
+                save()
+            if cfg.debug_sigkill_at_step == counters.step and rank == world - 1 \
+                    and not (run_dir / "debug-killed").exists():
+                (run_dir / "debug-killed").touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+    except FileFault as err:  # every rank raises the same one (checkpoint.save agrees on it)
+        fault = str(err)
     if rank == 0:
         bar.close()
         writer.close()
         if lock is not None:
             os.close(lock)
+    return {"fault": fault}  # rank 0's return value reaches the driver: a fault is reported there in one line
 
 
 def quiet_ray_loggers() -> None:
@@ -347,7 +352,11 @@ def quiet_ray_loggers() -> None:
     which lives in the dashboard we do not start, and warns every few seconds that it is unavailable."""
     import logging
 
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    # ... and its pollers log each transient timeout under load with a traceback, then retry: not failures
+    for name in ("ray.train.v2._internal.execution.controller.placement_group_cleaner",
+                 "ray.train.v2._internal.execution.preemption", "ray.train.v2._internal.callbacks.preemption_callback",
+                 "ray.train.v2._internal.execution.worker_group.placement_group_handle"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def plot_metrics(run_dir: Path) -> Path | None:
@@ -501,15 +510,14 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     # Ray Train's own Ctrl-C handler aborts the workers mid-step; ours stops them at a checkpoint instead
     trainer._register_sigint_handler = lambda controller: None
     try:
-        trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        fault = _worker_fault(err)
-        if fault is None:
-            raise
-        raise FileFault(f"{fault}; the newest complete checkpoint is kept in {run_dir / 'checkpoints'}") from None
+        result = trainer.fit()
     finally:
         if started_ray:  # an embedded cluster lives as long as its job
             ray.shutdown()
+    fault = (result.return_value or {}).get("fault")
+    if fault:
+        step = checkpoint.latest_complete(run_dir / "checkpoints")
+        raise FileFault(f"{fault}; rerunning resumes from " + (f"step {step}" if step else "the start"))
     plot_metrics(run_dir)
     if diverged_flag.exists():
         raise Diverged(diverged_flag.read_text().strip())
@@ -535,13 +543,4 @@ def _driver_stop(stop_flag: Path):
             print("\ninterrupted: finishing this step and writing a checkpoint (Ctrl-C again to stop at once, "
                   "losing the steps since the last checkpoint)", file=sys.stderr, flush=True)
     return handler
-
-
-def _worker_fault(err: Exception) -> str | None:
-    """The one-line message of a FileFault raised in a worker, if that is what failed the run."""
-    for failure in getattr(err, "worker_failures", {}).values():
-        cause = getattr(failure, "cause", None) or failure
-        if isinstance(cause, FileFault) or "FileFault" in type(cause).__name__:
-            return str(cause).strip().splitlines()[-1].split("FileFault: ")[-1]
-    return None
 
