@@ -41,13 +41,14 @@ def write_export(out: str | os.PathLike, state: dict[str, torch.Tensor], cfg: Mo
                  card: str, source: dict | None = None, force: bool = False) -> Path:
     """Writes into a temp directory beside `out`, then renames: a half-written export never appears.
     `out` must not exist; with `force` it may hold a previous export (and nothing else), which is replaced."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     check_export_target(out, force)
     with new_directory(out, replace=force) as tmp:
-        save_file({k: v.contiguous().float() for k, v in state.items()}, str(tmp / "model.safetensors"),
-                  metadata={"format": FORMAT})
+        # serialized here and written as a plain file, so a full disk is an OSError like any other write
+        (tmp / "model.safetensors").write_bytes(save({k: v.contiguous().float() for k, v in state.items()},
+                                                     metadata={"format": FORMAT}))
         config = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "source": source or {}}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         shutil.copy(tokenizer, tmp / "tokenizer.model")

@@ -431,11 +431,10 @@ def check_before_start(cfg: TrainConfig) -> None:
                                                max_target_tokens=cfg.max_target_tokens, truncate_source=truncate))
     if report is not None:
         if report["dropped_at_most"] >= report["pairs"]:
-            keys = "max_target_tokens" + (", or long_source=truncate" if not truncate and cfg.data_kind == "pairs"
-                                          else "")
+            fix = "" if truncate or cfg.data_kind != "pairs" else ", or set long_source=truncate"
             raise ValueError(f"{cfg.shards}: every one of its {report['pairs']:,} pairs is empty or longer than "
                              f"max_source_tokens={cfg.max_source_tokens} / max_target_tokens="
-                             f"{cfg.max_target_tokens}: raise {keys} (up to the model's max_positions)")
+                             f"{cfg.max_target_tokens}: raise those (up to the model's max_positions){fix}")
         dropped = report["dropped_at_least"], report["dropped_at_most"]
         if report["truncated_source"] or dropped[1]:
             print(f"length limits on {report['pairs']:,} pairs: {report['truncated_source']:,} sources truncated to "
