@@ -199,7 +199,7 @@ def _bench_train(args) -> int:
 def _bench_loader(args) -> int:
     from pretrain.bench_loader import bench_loader
 
-    bench_loader(args.out)
+    bench_loader(args.out, url=args.url)
     return 0
 
 
@@ -347,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=12, help="steps per run (the first 4 are warm-up)")
     train.add_argument("--token-budget", type=int, default=2048, help="target tokens per worker per step")
     train.set_defaults(func=_bench_train)
-    loader = bench_sub.add_parser("loader", help="loader tokens/s with 1 and 2 workers vs a training step")
+    loader = bench_sub.add_parser("loader", help="loader tokens/s, local and remote, 1 and 2 workers, vs a step")
     loader.add_argument("--out", required=True, help="JSON file to write")
+    loader.add_argument("--url", default=None, help="a shard base URL to read (default: the local shards served "
+                        "over HTTP on 127.0.0.1)")
     loader.set_defaults(func=_bench_loader)
     return parser
 

@@ -100,7 +100,7 @@ def bench_train(preset_name: str = "small", out: str | None = None, steps: int =
                 token_budget: int = 2048, vocab_size: int = 8000) -> dict:
     data, tok = nmt_tokenizer(vocab_size)
     shards = cache_dir() / "shards" / f"nmt-en-de-{vocab_size}" / "bench-train"
-    write_pair_shards(read_pairs(data, "train"), tok.path, shards, pairs_per_shard=8000)
+    write_pair_shards(read_pairs(data, "train"), tok.path, shards, pairs_per_shard=8000, replace=True)  # a cache
     runs = {}
     with tempfile.TemporaryDirectory(prefix="janus-bench-train-") as tmp:
         for objective, workers in (("ar", 1), ("janus", 1), ("ar", 2), ("janus", 2)):

@@ -16,7 +16,12 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 @dataclass
 class TrainConfig:
     run_dir: str = "runs/pretrain"
-    shards: str = ""  # a directory written by `janus data shard`
+    shards: str = ""  # a directory written by `janus data shard`, or a base URL holding one (pretrain/storage.py)
+    shard_reader: str = ""  # a command that writes {url} to stdout, for object stores (default: aws/gcloud)
+    shard_timeout_s: float = 30.0  # a remote read that stalls this long fails the attempt
+    shard_retries: int = 3  # attempts after the first, with exponential backoff, before a shard is skipped
+    shard_backoff_s: float = 1.0
+    shard_wait_s: float = 600.0  # how long a stream waits when no shard of an epoch could be read
     tokenizer: str = ""  # the sentencepiece .model the shards were written with
     data_kind: str = "blocks"  # blocks (pretraining) | pairs (tasks)
     model_preset: str = "tiny"
@@ -58,6 +63,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def storage(self):
+        from pretrain.storage import StorageConfig
+
+        return StorageConfig(reader=self.shard_reader, timeout_s=self.shard_timeout_s, retries=self.shard_retries,
+                             backoff_s=self.shard_backoff_s)
+
 
     def validate(self) -> "TrainConfig":
         """Every key's range and choice, checked on the driver before anything starts or is written."""
@@ -76,9 +87,13 @@ class TrainConfig:
         for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "eval_every", "seed",
                     "debug_sigkill_at_step"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
-        for key in ("grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops"):
+        for key in ("grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops", "shard_retries",
+                    "shard_backoff_s", "shard_wait_s"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
+        need(self.shard_timeout_s > 0, "shard_timeout_s", "must be > 0")
+        need(not self.shard_reader or "{url}" in self.shard_reader, "shard_reader",
+             "must contain {url}, e.g. 'aws s3 cp {url} -'")
         need(self.lr_power > 0, "lr_power", "must be > 0")
         need(self.objective in OBJECTIVES, "objective", f"choose one of {', '.join(sorted(OBJECTIVES))}")
         need(self.model_preset in PRESETS, "model_preset", f"choose one of {', '.join(PRESETS)}")

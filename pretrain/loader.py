@@ -1,7 +1,8 @@
 """A streaming loader over pair shards that resumes exactly.
 
-webdataset reads the shards (local paths or any URL it accepts: file:, pipe:, http(s):), but keeps no
-state, so the order is ours and fully determined by (seed, epoch, stream):
+A shard is read whole (pretrain.storage: a local path, HTTP(S), or an object store through a command),
+checked against the index's sha256 and unpacked by webdataset; webdataset keeps no state, so the order is
+ours and fully determined by (seed, epoch, stream):
 - every (data-parallel rank, DataLoader worker) is one *stream*; in epoch e the shards are permuted by
   (seed, e) and stream g of G takes shards g, g+G, ...; each shard's pairs are shuffled by (seed, e, shard);
 - a stream cuts its pairs into windows of `window` pairs; a window is bucketed by length into
@@ -10,7 +11,8 @@ A stream's state is therefore just (epoch, shard position, pair offset, window n
 saved with the checkpoint; restored, the stream re-reads its window and skips what was consumed. The
 loader interleaves streams round-robin and remembers whose turn is next, so the resumed batch sequence
 is the uninterrupted one. Resuming needs the same ranks x workers; elastic resume re-seeks from the saved
-epoch instead.
+epoch instead. A shard that cannot be used (unavailable after the storage's retries, a sha256 that differs,
+a corrupt tar) is skipped, counted and told once.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
-from dataclasses import dataclass
+import hashlib
+import io
+import time
+from dataclasses import dataclass, field
 
 import torch
-import webdataset as wds
+from webdataset import tariterators
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pretrain.batching import make_batch, make_pretrain_batch, token_budget_batches
 from pretrain.shards import unpack
+from pretrain.storage import StorageConfig, Unavailable, read
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class LoaderConfig:
     masking: str = "span"  # span | uniform (target-side NAR masking of pairs)
     aux_order: str = "left_to_right"  # left_to_right | permutation: must match the objective's aux_order
     num_workers: int = 0
+    storage: StorageConfig = field(default_factory=StorageConfig)  # how remote shards are read
+    wait_s: float = 600.0  # a stream whose every shard of an epoch was unavailable retries this long, then fails
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -57,11 +65,13 @@ class Stats:
     dropped_empty: int = 0
     dropped_too_long: int = 0
     bad_samples: int = 0
+    unavailable_shards: int = 0  # remote shards not read after every retry (a 404, a dead server)
     truncated_source: int = 0  # kept, with the source cut to max_source_tokens
 
     @property
     def skipped(self) -> int:
-        return self.corrupt_shards + self.dropped_empty + self.dropped_too_long + self.bad_samples
+        return self.corrupt_shards + self.dropped_empty + self.dropped_too_long + self.bad_samples \
+            + self.unavailable_shards
 
     def add(self, other: "Stats") -> None:
         for k, v in vars(other).items():
@@ -75,13 +85,52 @@ def new_stream_state() -> dict:
 class PairStream:
     """One stream's endless, deterministic sequence of batches."""
 
-    def __init__(self, urls: list[str], stream: int, n_streams: int, cfg: LoaderConfig):
+    def __init__(self, urls: list[str], stream: int, n_streams: int, cfg: LoaderConfig,
+                 checksums: list[str] | None = None):
         if len(urls) < n_streams:
             raise ValueError(f"{len(urls)} shards cannot feed {n_streams} streams (ranks x workers): "
                              "write more, smaller shards or use fewer workers")
         self.urls, self.stream, self.n_streams, self.cfg = urls, stream, n_streams, cfg
+        self.checksums = checksums
         self.stats = Stats()
         self._cache: tuple[tuple[int, int], list] | None = None
+        self._told: set[tuple[int, str]] = set()  # (shard, why): each shard's problem is told once
+
+    def _skip(self, shard: int, why: str, message: str) -> None:
+        if (shard, why) not in self._told:
+            self._told.add((shard, why))
+            log.warning("skipping shard %s: %s", self.urls[shard], message)
+
+    def _read_pairs(self, shard: int) -> list:
+        """A shard's pairs, read whole and checked against the index's sha256; [] if it cannot be used."""
+        try:
+            data = read(self.urls[shard], self.cfg.storage)
+        except Unavailable as err:
+            self.stats.unavailable_shards += 1
+            self._skip(shard, "unavailable", str(err).removeprefix(f"{self.urls[shard]}: "))
+            return []
+        except OSError as err:
+            self.stats.corrupt_shards += 1
+            self._skip(shard, "unreadable", f"unreadable: {err}")
+            return []
+        if self.checksums and self.checksums[shard] and hashlib.sha256(data).hexdigest() != self.checksums[shard]:
+            self.stats.corrupt_shards += 1
+            self._skip(shard, "sha256", f"its sha256 differs from index.json ({len(data):,} bytes read)")
+            return []
+        pairs = []
+        try:
+            source = [{"url": self.urls[shard], "stream": io.BytesIO(data)}]
+            for sample in tariterators.group_by_keys(tariterators.tar_file_expander(source)):
+                try:
+                    pairs.extend(unpack(sample))
+                except ValueError as err:
+                    self.stats.bad_samples += 1
+                    log.warning("skipping %s", err)
+        except (tarfile.TarError, OSError, ValueError) as err:
+            self.stats.corrupt_shards += 1
+            self._skip(shard, "corrupt", f"corrupt ({len(pairs)} pairs read before the error): {err}")
+            return []  # a shard is used whole or not at all, so offsets stay meaningful
+        return pairs
 
     def shards(self, epoch: int) -> list[int]:
         order = torch.randperm(len(self.urls), generator=_seeded(self.cfg.seed, epoch)).tolist()
@@ -91,20 +140,7 @@ class PairStream:
         key = (shard, epoch)
         if self._cache and self._cache[0] == key:
             return self._cache[1]
-        pairs = []
-        try:
-            # a bare pipeline: WebDataset() would split shards over DataLoader workers behind our back
-            for sample in wds.DataPipeline(wds.SimpleShardList([self.urls[shard]]), wds.tarfile_to_samples()):
-                try:
-                    pairs.extend(unpack(sample))
-                except ValueError as err:
-                    self.stats.bad_samples += 1
-                    log.warning("skipping %s", err)
-        except (tarfile.TarError, OSError, ValueError) as err:
-            self.stats.corrupt_shards += 1
-            log.warning("skipping corrupt or unreadable shard %s (%d pairs read before the error): %s",
-                        self.urls[shard], len(pairs), err)
-            pairs = []  # a shard is used whole or not at all, so offsets stay meaningful
+        pairs = self._read_pairs(shard)
         kept = []
         for s, t in pairs:
             if (self.cfg.kind == "pairs" and len(s) <= 2) or len(t) <= 2:
@@ -123,13 +159,23 @@ class PairStream:
         return kept
 
     def read_window(self, epoch: int, shard_pos: int, offset: int):
-        pairs, empty_epochs = [], 0
+        pairs, empty_epochs, waited_since = [], 0, None
+        unavailable = self.stats.unavailable_shards
         while len(pairs) < self.cfg.window:
             shards = self.shards(epoch)
             if shard_pos >= len(shards):
                 epoch, shard_pos, offset = epoch + 1, 0, 0
                 if pairs:  # an epoch ends a window, so every batch belongs to one epoch
                     break
+                if self.stats.unavailable_shards > unavailable:  # storage is down: wait for it, boundedly
+                    unavailable = self.stats.unavailable_shards
+                    waited_since = waited_since or time.monotonic()
+                    if time.monotonic() - waited_since > self.cfg.wait_s:
+                        raise RuntimeError(f"stream {self.stream}: no shard could be read for "
+                                           f"{self.cfg.wait_s:.0f} s (e.g. {self.urls[shards[0]]}); check the "
+                                           f"storage and rerun to resume")
+                    time.sleep(self.cfg.storage.backoff_s)
+                    continue
                 empty_epochs += 1
                 if empty_epochs > 1:
                     raise RuntimeError(f"stream {self.stream} read a whole epoch of shards and found no usable pair "
@@ -168,8 +214,8 @@ class PairStream:
 
 
 class _Streams(IterableDataset):
-    def __init__(self, urls, rank, world, cfg: LoaderConfig, states: dict, stats: dict, rotate: int):
-        self.urls, self.rank, self.world, self.cfg = urls, rank, world, cfg
+    def __init__(self, urls, rank, world, cfg: LoaderConfig, states: dict, stats: dict, rotate: int, checksums):
+        self.urls, self.rank, self.world, self.cfg, self.checksums = urls, rank, world, cfg, checksums
         self.states, self.stats, self.rotate = states, stats, rotate
 
     def __iter__(self):
@@ -178,7 +224,7 @@ class _Streams(IterableDataset):
         physical = info.id if info else 0
         local = (physical + self.rotate) % n_local
         g = self.rank * n_local + local
-        stream = PairStream(self.urls, g, self.world * n_local, self.cfg)
+        stream = PairStream(self.urls, g, self.world * n_local, self.cfg, self.checksums)
         stream.stats = Stats(**self.stats.get(str(local), {}))
         for batch, state in stream.batches(self.states.get(str(local), new_stream_state())):
             yield {"batch": batch, "local": local, "state": state, "stats": vars(stream.stats).copy()}
@@ -187,13 +233,15 @@ class _Streams(IterableDataset):
 class PairLoader:
     """Endless batches for one data-parallel rank; `state_dict()` describes what was consumed."""
 
-    def __init__(self, urls: list[str], cfg: LoaderConfig, rank: int = 0, world: int = 1, state: dict | None = None):
+    def __init__(self, urls: list[str], cfg: LoaderConfig, rank: int = 0, world: int = 1, state: dict | None = None,
+                 checksums: list[str] | None = None):
         if not urls:
             raise ValueError("no shards given to the loader: point it at a directory written by `janus data shard`")
         for url in urls:
             if "://" not in url and not url.startswith("pipe:") and not os.path.exists(url):
                 raise FileNotFoundError(f"shard {url} does not exist: check the path or rerun `janus data shard`")
         self.urls, self.cfg, self.rank, self.world = list(urls), cfg, rank, world
+        self.checksums = list(checksums) if checksums else None  # each shard's sha256 from the index
         state = state or {}
         self.streams: dict = dict(state.get("streams", {}))
         self.next_local: int = state.get("next_local", 0)
@@ -201,7 +249,7 @@ class PairLoader:
 
     def __iter__(self):
         ds = _Streams(self.urls, self.rank, self.world, self.cfg, dict(self.streams), dict(self.stats),
-                      self.next_local)
+                      self.next_local, self.checksums)
         loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers,
                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
         n_local = max(1, self.cfg.num_workers)

@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from janus.export import sha256_file
 from janus.files import faults, new_directory
+from pretrain.storage import StorageConfig, Unavailable, is_remote, read
+from pretrain.storage import join as storage_join
 
 INDEX = "index.json"
 
@@ -153,6 +155,8 @@ def _run_jobs(jobs, out_dir, tokenizer, kind: str, fingerprint: str, workers: in
     An existing one is reused when written from the same input, refused otherwise (or with `replace`, one
     this project wrote, replaced)."""
     out = Path(out_dir)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty directory (made for us, say): nothing there to keep
     if out.exists():
         index = read_index(out) if (out / INDEX).exists() else None
         if index is not None and index.get("input_sha256") == fingerprint:
@@ -173,17 +177,28 @@ def _run_jobs(jobs, out_dir, tokenizer, kind: str, fingerprint: str, workers: in
     return index
 
 
-def read_index(shard_dir: str | os.PathLike) -> dict:
-    path = Path(shard_dir) / INDEX
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: write shards with `janus data shard` first")
+def read_index(location: str | os.PathLike, storage: StorageConfig | None = None) -> dict:
+    """The index of a shard directory or of a remote base URL (fetched with retries, like the shards)."""
+    path = storage_join(str(location), INDEX)
+    if is_remote(str(location)):
+        try:
+            text = read(path, storage).decode("utf-8")
+        except Unavailable as err:
+            raise FileNotFoundError(f"{err}: check shards= (a base URL holding index.json) and the server") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
+    else:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist: write shards with `janus data shard` first")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
+        index = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); rewrite the shards with "
                          f"`janus data shard`") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list) or \
             not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in index["shards"]):
         raise ValueError(f"{path}: not a shard index (an object whose 'shards' lists {{name, sha256, ...}}); "
@@ -191,7 +206,7 @@ def read_index(shard_dir: str | os.PathLike) -> dict:
     return index
 
 
-def shard_urls(shard_dir: str | os.PathLike) -> list[str]:
-    """The shard paths listed in a directory's index (only whole shards are ever listed)."""
-    index = read_index(shard_dir)
-    return [str(Path(shard_dir) / s["name"]) for s in index["shards"]]
+def shard_urls(location: str | os.PathLike, index: dict | None = None) -> list[str]:
+    """The paths or URLs of the shards listed in an index (only whole shards are ever listed)."""
+    index = index or read_index(location)
+    return [storage_join(str(location), s["name"]) for s in index["shards"]]

@@ -153,7 +153,7 @@ def train_worker(config: dict) -> None:
     from pretrain.init_weights import load_init, model_config
     from pretrain.loader import LoaderConfig, PairLoader
     from pretrain.run_lock import hold
-    from pretrain.shards import shard_urls
+    from pretrain.shards import read_index, shard_urls
 
     cfg = TrainConfig(**config["train"])
     evaluator = config.get("evaluator")
@@ -211,8 +211,11 @@ def train_worker(config: dict) -> None:
     loader_cfg = LoaderConfig(kind=cfg.data_kind, aux_order=obj.aux_order, token_budget=cfg.token_budget,
                               max_source_tokens=cfg.max_source_tokens, max_target_tokens=cfg.max_target_tokens,
                               truncate_source=cfg.long_source == "truncate", window=cfg.window,
+                              storage=cfg.storage(), wait_s=cfg.shard_wait_s,
                               seed=cfg.seed + (7919 * counters.step if elastic else 0), num_workers=cfg.loader_workers)
-    loader = PairLoader(shard_urls(cfg.shards), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state)
+    index = read_index(cfg.shards, cfg.storage())
+    loader = PairLoader(shard_urls(cfg.shards, index), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state,
+                        checksums=[s.get("sha256") for s in index["shards"]])
     files = _checkpoint_files(cfg, model)
     info = {"tensor_parallel": cfg.tensor_parallel, "zero_stage": cfg.zero_stage}
 
@@ -399,10 +402,11 @@ def check_before_start(cfg: TrainConfig) -> None:
     from pretrain.init_weights import model_config, resolve
     from pretrain.loader import LoaderConfig, length_report
     from pretrain.shards import read_index
+    from pretrain.storage import join as storage_join
 
     cfg.validate()
-    index = read_index(cfg.shards)
-    index_path = Path(cfg.shards) / "index.json"
+    index = read_index(cfg.shards, cfg.storage())
+    index_path = storage_join(cfg.shards, "index.json")
     n_shards = len(index["shards"])
     streams = cfg.num_workers // cfg.tensor_parallel * max(1, cfg.loader_workers)
     if n_shards < streams:
@@ -474,13 +478,16 @@ def run_training(cfg: TrainConfig, address: str | None = None, evaluator=None) -
     from ray.train.torch import TorchTrainer
 
     from pretrain.run_lock import wait_until_free
+    from pretrain.storage import is_remote
 
     check_before_start(cfg)
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
     wait_until_free(run_dir, cfg.lock_wait_s)  # before anything here is read or written
     check_resume(cfg, run_dir)
-    cfg.shards, cfg.tokenizer = str(Path(cfg.shards).resolve()), str(Path(cfg.tokenizer).resolve())
+    if not is_remote(cfg.shards):
+        cfg.shards = str(Path(cfg.shards).resolve())
+    cfg.tokenizer = str(Path(cfg.tokenizer).resolve())
     if cfg.init:
         cfg.init = str(Path(cfg.init).resolve())
     with faults(run_dir):

@@ -46,3 +46,86 @@ def parallel():
     torch.set_flush_denormal(True)
     yield
 
+
+
+class ShardServer:
+    """A real HTTP server on 127.0.0.1 serving a directory, with faults to order per file name:
+    "404", "500", "drop" (half the body, then the connection closes), "stall" (headers, then silence),
+    "corrupt" (one byte flipped), each for the next `times` requests of that file (None: every one)."""
+
+    def __init__(self, directory):
+        import http.server
+        import threading
+
+        self.directory, self.faults, self.requests = Path(directory), {}, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                server.requests.append(name)
+                fault = server._take_fault(name)
+                path = server.directory / name
+                if fault in ("404", "500") or not path.is_file():
+                    self.send_error(500 if fault == "500" else 404)
+                    return
+                data = path.read_bytes()
+                if fault == "corrupt":
+                    data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if fault == "stall":
+                    server.stalled.wait(60)
+                    return
+                self.wfile.write(data[:len(data) // 2] if fault == "drop" else data)
+
+        self._handler, self.stalled = Handler, threading.Event()
+        self._server = None
+        self.port = None
+        self.start()
+
+    def _take_fault(self, name):
+        fault, times = self.faults.get(name, (None, None))
+        if fault and times is not None:
+            self.faults[name] = (fault, times - 1) if times > 1 else (None, None)
+        return fault
+
+    def fail(self, name: str, fault: str, times: int | None = None):
+        self.faults[name] = (fault, times)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self):
+        import http.server
+        import threading
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or 0), self._handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def shard_server():
+    """shard_server(directory) -> a running ShardServer; every one is stopped after the test."""
+    servers = []
+
+    def serve(directory):
+        servers.append(ShardServer(directory))
+        return servers[-1]
+
+    yield serve
+    for s in servers:
+        s.stalled.set()
+        s.stop()

@@ -118,7 +118,11 @@ def test_a_worker_killed_with_sigkill_is_restarted_by_ray_and_the_run_resumes_ex
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(_metrics(straight), again)) == 0.0
 
 
-def test_the_whole_job_killed_with_sigkill_resumes_exactly_when_started_again(tmp_path, data, straight):
+@pytest.mark.parametrize("source", ["local", "http"])
+def test_the_whole_job_killed_with_sigkill_resumes_exactly_when_started_again(tmp_path, data, straight, source,
+                                                                             shard_server):
+    if source == "http":  # the same shards streamed from a server on 127.0.0.1, as a cluster reads them
+        data = [f"shards={shard_server(data[0].removeprefix('shards=')).url}", *data[1:]]
     run_dir = tmp_path / "killed-job"
     cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
            "max_steps=20", "checkpoint_every=10"]
