@@ -203,6 +203,12 @@ def _bench_loader(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from cluster.check import run_check
+
+    return run_check(args.out, quick=args.quick)
+
+
 def _demo(args) -> int:
     from cluster.demo import DemoConfig, run_demo
 
@@ -225,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--latency-examples", type=int, default=10)
     demo.add_argument("--pretrain-documents", type=int, default=20000)
     demo.set_defaults(func=_demo)
+
+    check = sub.add_parser("check", help="prove this install on this machine: one row per capability, pass/fail")
+    check.add_argument("--quick", action="store_true", help="fewer steps, no MFU bench (about a minute less)")
+    check.add_argument("--out", default="runs/check", help="directory for check.json and check.md")
+    check.set_defaults(func=_check)
 
     data = sub.add_parser("data", help="fetch real corpora").add_subparsers(dest="data_command", required=True)
     fetch = data.add_parser("fetch", help="download, verify, extract and split a dataset")
@@ -294,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--budget", type=int, required=True, help="optimizer steps per arm")
     st.add_argument("--preset", default="small")
     st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
-    st.add_argument("--arms", default="", help="comma-separated subset of ar,cmlm,janus,bang,janus-permutation "
-                    "(default: all five), or bang-cross-stream")
+    st.add_argument("--arms", default="", help="comma-separated subset of ar,ar-rdrop,cmlm,janus,bang,janus-permutation "
+                    "(default: all six), or bang-cross-stream")
     st.add_argument("--test-examples", type=int, default=200)
     st.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every arm")
     st.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary (2000 suits the tiny preset)")

@@ -14,25 +14,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from janus.config import preset
+from janus.flops import measure_peak_gflops
 from janus.model import JanusModel
 from janus.noising import span_mask
 from janus.objective import Batch, compute_loss, objective
 from janus.parallel import init_parallel
 from janus.tokenizer import Tokenizer, pad_batch
 from pretrain.datasets import nmt_tokenizer, read_pairs
-
-
-def measure_peak_gflops(n: int = 2048, reps: int = 7) -> float:
-    """Median fp32 GEMM throughput of an n x n x n matmul: the peak our MFU is relative to."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 def real_batch(tok: Tokenizer, data: Path, target_tokens: int, lengths: tuple[int, int] = (20, 32),

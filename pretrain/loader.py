@@ -45,7 +45,7 @@ class LoaderConfig:
     window: int = 4096  # pairs bucketed together; also the shuffle span across shards
     seed: int = 0
     kind: str = "pairs"  # pairs (tasks: target masking) | blocks (pretraining: text infilling)
-    masking: str = "span"  # span | uniform (target-side NAR masking of pairs)
+    masking: str = "release"  # release | span | uniform: target-side NAR masking of pairs (janus.noising)
     aux_order: str = "left_to_right"  # left_to_right | permutation: must match the objective's aux_order
     num_workers: int = 0
     storage: StorageConfig = field(default_factory=StorageConfig)  # how remote shards are read
@@ -250,7 +250,7 @@ class PairLoader:
     def __iter__(self):
         ds = _Streams(self.urls, self.rank, self.world, self.cfg, dict(self.streams), dict(self.stats),
                       self.next_local, self.checksums)
-        loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers,
+        loader = DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=torch.cuda.is_available(),
                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
         n_local = max(1, self.cfg.num_workers)
         for item in loader:

@@ -147,7 +147,7 @@ def train_worker(config: dict) -> None:
     from janus.flops import measure_peak_gflops, step_flops
     from janus.model import JanusModel
     from janus.objective import compute_loss, objective
-    from janus.parallel import init_parallel, parallel_state
+    from janus.parallel import init_parallel, parallel_state, tensor_parallel
     from janus.tokenizer import Tokenizer
     from pretrain.engine import MegatronMPU, ensure_launcher_env
     from pretrain.init_weights import load_init, model_config
@@ -159,7 +159,11 @@ def train_worker(config: dict) -> None:
     evaluator = config.get("evaluator")
     ensure_launcher_env()
     torch.set_flush_denormal(True)
+    if torch.cuda.is_available():  # Ray shares the node's GPUs among its workers: LOCAL_RANK picks this one's
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     init_parallel(cfg.tensor_parallel)
+    if torch.cuda.is_available():  # megatron's CUDA RNG tracker (TP regions) must be seeded before use
+        tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed)
     rank, world = dist.get_rank(), dist.get_world_size()
     dp_rank, dp_world = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     run_dir = Path(cfg.run_dir)
@@ -211,7 +215,7 @@ def train_worker(config: dict) -> None:
     loader_cfg = LoaderConfig(kind=cfg.data_kind, aux_order=obj.aux_order, token_budget=cfg.token_budget,
                               max_source_tokens=cfg.max_source_tokens, max_target_tokens=cfg.max_target_tokens,
                               truncate_source=cfg.long_source == "truncate", window=cfg.window,
-                              storage=cfg.storage(), wait_s=cfg.shard_wait_s,
+                              storage=cfg.storage(), wait_s=cfg.shard_wait_s, masking=cfg.masking,
                               seed=cfg.seed + (7919 * counters.step if elastic else 0), num_workers=cfg.loader_workers)
     index = read_index(cfg.shards, cfg.storage())
     loader = PairLoader(shard_urls(cfg.shards, index), loader_cfg, rank=dp_rank, world=dp_world, state=loader_state,
@@ -248,27 +252,28 @@ def train_worker(config: dict) -> None:
     try:
         for batch in loader:
             drawn += 1
-            # every rank agrees at a step boundary, so no rank waits in a collective another left
-            stop = torch.tensor([float(stop_flag.exists())])
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-            if stop.item() > 0:
-                if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
-                    save()
-                if rank == 0:
-                    print(f"stopping: checkpoint at step {counters.step}", flush=True)
-                break
             if counters.step >= cfg.max_steps:
                 break
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps, cfg.lr_end,
                                     cfg.lr_power)
-            batch = batch.to(engine.device)
+            batch = batch.to(engine.device, non_blocking=True)
             loss, terms = compute_loss(engine.module, batch, obj)
             if drawn in bad_batches:
                 loss = loss * float("nan")
-            bad = torch.tensor([float(not torch.isfinite(loss).item())])
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-            if bad.item() > 0:  # every rank skips this step together
+            # one collective and one host sync per step decide for every rank together whether to stop (a
+            # signal arrived) or to skip the step (a non-finite loss), so no rank waits in a collective another left
+            flags = torch.stack([torch.tensor(float(stop_flag.exists()), device=loss.device),
+                                 (~torch.isfinite(loss.detach())).float()])
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            stop, bad = flags.tolist()
+            if stop > 0:
+                if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
+                    save()
+                if rank == 0:
+                    print(f"stopping: checkpoint at step {counters.step}", flush=True)
+                break
+            if bad > 0:  # every rank skips this step together
                 counters.nonfinite += 1
                 counters.nonfinite_in_row += 1
                 if rank == 0:
@@ -309,6 +314,7 @@ def train_worker(config: dict) -> None:
                           "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
                           "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
                           "pairs_dropped_too_long": too_long, "pairs_truncated": truncated,
+                      "loss_scale": _loss_scale(engine),
                           "elapsed_s": time.perf_counter() - start}
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -350,6 +356,14 @@ def train_worker(config: dict) -> None:
     return {"fault": fault}  # rank 0's return value reaches the driver: a fault is reported there in one line
 
 
+def _loss_scale(engine) -> float | None:
+    """fp16's dynamic loss scale (None in bf16/fp32), from whichever DeepSpeed optimizer wraps the model."""
+    if not engine.fp16_enabled():
+        return None
+    scale = getattr(engine.optimizer, "loss_scale", None) or getattr(engine.optimizer, "cur_scale", None)
+    return float(scale) if scale is not None else None
+
+
 def quiet_ray_loggers() -> None:
     """Runs in every Ray worker process of a run. Ray Train's placement-group cleaner polls the state API,
     which lives in the dashboard we do not start, and warns every few seconds that it is unavailable."""
@@ -376,7 +390,8 @@ def plot_metrics(run_dir: Path) -> Path | None:
     if not rows:
         return None
     skip = {"step", "lr", "grad_norm", "tokens_per_s", "mfu", "gflops", "peak_gflop_s", "tokens",
-            "skipped_nonfinite", "data_skipped", "pairs_dropped_too_long", "pairs_truncated", "elapsed_s"}
+            "skipped_nonfinite", "data_skipped", "pairs_dropped_too_long", "pairs_truncated", "loss_scale",
+            "elapsed_s"}
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows]
     for key in [k for k in rows[-1] if k not in skip]:
