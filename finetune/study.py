@@ -20,7 +20,7 @@ from finetune.evaluate import evaluate
 from finetune.metrics import PRIMARY
 from finetune.tasks import check_task
 
-NMT_ARMS = ("ar", "cmlm", "janus", "bang", "janus-permutation")
+NMT_ARMS = ("ar", "ar-rdrop", "cmlm", "janus", "bang", "janus-permutation")
 OPTIONAL_ARMS = ("bang-cross-stream",)  # run only when named in --arms
 
 
@@ -52,7 +52,7 @@ def _settings(objective_name: str):
     from janus.objective import objective
 
     trained = objective(objective_name)
-    kinds = {"ar": {"ar_beam"}, "cmlm": {"nar"}}.get(objective_name, {"ar_beam", "nar", "bang_nar", "bang_semi"})
+    kinds = {"ar": {"ar_beam"}, "ar-rdrop": {"ar_beam"}, "cmlm": {"nar"}}.get(objective_name, {"ar_beam", "nar", "bang_nar", "bang_semi"})
     return [m for m in modes("all", beam=5, iterations=(1, 4, 10), bang_streams=trained.bang_streams,
                              bang_cross_stream=trained.bang_cross_stream) if m.kind in kinds]
 

@@ -31,10 +31,13 @@ class ObjectiveConfig:
     aux_order: str = "left_to_right"  # left_to_right | permutation (the XLNet variant)
     bang_streams: int = 0  # > 0: the BANG objective (mean NLL over this many predicting streams) instead
     bang_cross_stream: bool = False  # BANG's masks: False as in its released code, True as its paper describes
+    # R-Drop's alpha (Liang et al., 2021): two AR passes with their own dropout, the loss
+    # (NLL_1 + NLL_2 + alpha * SKL(P_1, P_2)) / 2, i.e. R-Drop's loss halved so that `ar` keeps its scale
+    rdrop: float = 0.0
 
     @property
     def needs_ar(self) -> bool:
-        return any(w > 0 for w in (self.ar, self.kl_ar_nar, self.kl_ar_aux))
+        return any(w > 0 for w in (self.ar, self.kl_ar_nar, self.kl_ar_aux, self.rdrop))
 
     @property
     def needs_aux(self) -> bool:
@@ -54,6 +57,8 @@ OBJECTIVES: dict[str, dict] = {
     "janus-pretrain": dict(ar=0.5, nar=0.5, aux=0.5, kl_nar_aux=0.5, kl_ar_aux=0.5, kl_ar_nar=0.0, length=0.0,
                            label_smoothing=0.0),
     "ar": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0),
+    # the R-Drop control: AR with a consistency term between two dropout passes (R-Drop's default alpha)
+    "ar-rdrop": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0, rdrop=5.0),
     "cmlm": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=1.0, length=0.1, kl_nar_aux=0.0),
     # BANG (Qi et al., 2021): 4 predicting streams, AR to NAR, masks as in microsoft/BANG's code
     "bang": _BANG,
@@ -77,8 +82,15 @@ class Batch:
     masked: torch.Tensor  # [B, L] bool: the decoder's NAR masked set M
     order: torch.Tensor | None = None  # [B, L] generation rank of each position for P_AUX (None: left to right)
 
-    def to(self, device) -> "Batch":
-        return Batch(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
+    def tensors(self):  # (not dataclasses.astuple: it deep-copies every tensor)
+        return (getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in self.tensors()))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, so a GPU copy can overlap compute (DataLoader's pin_memory calls this)."""
+        return Batch(*(None if t is None else t.pin_memory() for t in self.tensors()))
 
 
 def label_smoothed_nll(logp: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps: float,
@@ -137,7 +149,13 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         n = tgt.shape[1] - 1
         h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
         logp_ar = vocab_parallel_log_softmax(model.logits(h))  # row t-1 predicts tgt[:, t]
-        terms["ar"] = label_smoothed_nll(logp_ar, tgt[:, 1:], tgt[:, 1:].ne(mc.pad_id).float(), eps, vocab)
+        valid = tgt[:, 1:].ne(mc.pad_id).float()
+        terms["ar"] = label_smoothed_nll(logp_ar, tgt[:, 1:], valid, eps, vocab)
+        if cfg.rdrop > 0:  # the same pass again: another dropout mask
+            h2 = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
+            logp_ar2 = vocab_parallel_log_softmax(model.logits(h2))
+            terms["ar"] = 0.5 * (terms["ar"] + label_smoothed_nll(logp_ar2, tgt[:, 1:], valid, eps, vocab))
+            terms["rdrop"] = 0.5 * symmetric_kl(logp_ar, logp_ar2, valid)
         # AR predictions of the masked tokens: y_t is predicted at query row t-1
         logp_ar_m = logp_ar.gather(1, (mpos - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, logp_ar.shape[-1]))
 

@@ -27,7 +27,7 @@ def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) 
     return [batches[i] for i in perm]
 
 
-def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "span",
+def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "release",
                aux_order: str = "left_to_right") -> Batch:
     tgt_t = pad_batch(tgt)
     masked = target_mask(tgt_t, 0, gen, kind=masking)

@@ -44,6 +44,7 @@ class TrainConfig:
     token_budget: int = 2048
     max_source_tokens: int = 128  # longer sources are truncated or dropped (long_source)
     max_target_tokens: int = 128  # longer targets are dropped (and counted)
+    masking: str = "release"  # target masking of pairs: release (the authors' code) | span (exactly 70%) | uniform
     long_source: str = "auto"  # truncate | drop | auto (truncate for summarization-like tasks, drop for nmt)
     window: int = 2048
     loader_workers: int = 0
@@ -73,6 +74,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Every key's range and choice, checked on the driver before anything starts or is written."""
         from janus.config import PRESETS
+        from janus.noising import MASKINGS
         from janus.objective import OBJECTIVES
 
         def need(ok: bool, key: str, what: str) -> None:
@@ -102,6 +104,7 @@ class TrainConfig:
         need(self.zero_stage in (0, 1, 2, 3), "zero_stage", "choose 0, 1, 2 or 3")
         need(self.lr_schedule in ("inverse_sqrt", "polynomial"), "lr_schedule", "choose inverse_sqrt or polynomial")
         need(self.long_source in ("auto", "truncate", "drop"), "long_source", "choose truncate, drop or auto")
+        need(self.masking in MASKINGS, "masking", f"choose one of {', '.join(MASKINGS)}")
         need(self.num_workers % self.tensor_parallel == 0, "tensor_parallel",
              f"must divide num_workers={self.num_workers} (data-parallel size = workers / TP)")
         need(self.token_budget >= max(self.max_source_tokens, self.max_target_tokens), "token_budget",

@@ -56,3 +56,68 @@ def test_text_infilling(tokenizer, real_pairs):
     assert len(doc) + 2 - len(masked) + replaced_spans <= len(source) < len(target)
     # same seed, same noise
     assert text_infilling(doc, 4, 2, 3, torch.Generator().manual_seed(0)) == (source, target, masked)
+
+
+def _release_port(target: torch.Tensor, p: float = 0.7, lam: float = 2.0) -> torch.Tensor:
+    """dropreg/JANUS `add_whole_word_mask` (janus/src/janus_trans_dataset.py) transcribed for one target
+    with BOS and EOS, drawing from the global RNG as the release does; returns its mask."""
+    probs, pk = [], math.exp(-lam)
+    for k in range(128):
+        probs.append(pk)
+        if pk < 1e-7:
+            break
+        pk *= lam / (k + 1)
+    spans = torch.distributions.Categorical(torch.tensor(probs))
+    n = target.size(0)
+    budget = int(math.ceil(n * p))
+    lengths = spans.sample(sample_shape=(budget,))
+    cum = torch.cumsum(lengths, 0)
+    while cum[-1] < budget:
+        lengths = torch.cat([lengths, spans.sample(sample_shape=(budget,))])
+        cum = torch.cumsum(lengths, 0)
+    i = 0
+    while cum[i] < budget and i + 1 < n:
+        i += 1
+    lengths[i] = budget - (0 if i == 0 else cum[i - 1])
+    lengths = lengths[:i + 1]
+    indices = torch.randperm(n)[:i + 1]
+    lengths[indices + lengths > n] = 1
+    lengths -= 1
+    mask = torch.zeros(n, dtype=torch.bool)
+    while indices.size(0) > 0:
+        keep = lengths >= 0
+        indices, lengths = indices[keep], lengths[keep]
+        mask[indices] = True
+        lengths -= 1
+        indices += 1
+    mask[0] = mask[-1] = False
+    return mask
+
+
+def _stats(masks: list[torch.Tensor]) -> tuple[float, float]:
+    """(share of content tokens masked, mean length of a run of masked tokens)."""
+    content = sum(len(m) - 2 for m in masks)
+    masked = sum(int(m.sum()) for m in masks)
+    runs = sum(int(m[0]) + int((m[1:] & ~m[:-1]).sum()) for m in masks)
+    return masked / content, masked / max(1, runs)
+
+
+def test_release_masking_has_the_statistics_of_the_authors_code(tokenizer, nmt_dir):
+    from janus.noising import release_span_mask
+    from pretrain.datasets import read_pairs
+
+    targets = [torch.tensor(tokenizer.encode(t)) for _, t in read_pairs(nmt_dir, "train")[:20000:10]]
+    torch.manual_seed(0)
+    theirs = [_release_port(t) for t in targets]
+    gen = torch.Generator().manual_seed(0)  # the same stream of draws the release takes from the global RNG
+    ours = [release_span_mask(t[None], 0, gen)[0] for t in targets]
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))  # mask for mask, on 2,000 real targets
+    share, run = _stats(ours)
+    assert 0.50 < share < 0.62 and run > 2  # ~56% of content tokens, well below span_mask's exact 70%
+    exact = _stats([span_mask(t[None], 0, torch.Generator().manual_seed(1))[0] for t in targets[:200]])
+    assert exact[0] > 0.69
+    batch = pad_batch([t.tolist() for t in targets[:64]])
+    masked = release_span_mask(batch, 0, torch.Generator().manual_seed(3))
+    lengths = batch.ne(0).sum(1)
+    assert not masked[:, 0].any() and not masked[torch.arange(64), lengths - 1].any() and not (masked & batch.eq(0)).any()
+    assert torch.equal(masked, release_span_mask(batch, 0, torch.Generator().manual_seed(3)))
