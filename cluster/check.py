@@ -113,7 +113,7 @@ class Check:
         return f"loss {first:.3f} -> {last:.3f} in {len(losses)} steps, {statistics.median(r['tokens_per_s'] for r in rows):,.0f} tok/s"
 
     def zero2(self) -> str:
-        self.steps = 8 if self.quick else 12
+        self.steps = 6 if self.quick else 10
         self.run_dir, self.reference = self._train("zero2", self.steps, zero_stage=2)
         return f"{self.machine.ranks} ranks x ZeRO-2: " + self._falls(self.reference)
 
@@ -141,7 +141,7 @@ class Check:
     def zero3(self) -> str:
         if self.machine.ranks < 2:
             raise NotApplicable("one device: ZeRO-3 shards over >= 2 data-parallel ranks")
-        _, rows = self._train("zero3", 6 if self.quick else 8, zero_stage=3, num_workers=2)
+        _, rows = self._train("zero3", 6, zero_stage=3, num_workers=2)
         return "2 ranks x ZeRO-3: " + self._falls(rows)
 
     def tensor_parallel(self) -> str:
@@ -175,7 +175,7 @@ class Check:
         if problems:
             raise AssertionError(problems[0])
         model = janus.load(out)
-        sources = [s for s, _ in self.test[:16]]
+        sources = [s for s, _ in self.test[:8]]
         figures = []
         outputs = {}
         for mode in ("ar_beam", "ar_greedy", "nar", "draft"):
@@ -203,7 +203,7 @@ class Check:
         tok = Tokenizer(self.tokenizer)
         cfg = preset("small", vocab_size=tok.vocab_size, dropout=0.0)
         model = JanusModel(cfg).to(device)
-        pairs = self.train[:64]
+        pairs = self.train[:24]
         tgt = pad_batch([tok.encode(t) for _, t in pairs])
         batch = Batch(pad_batch([tok.encode(s) for s, _ in pairs]), tgt,
                       span_mask(tgt, 0, torch.Generator().manual_seed(0))).to(device)
@@ -217,7 +217,7 @@ class Check:
 
         step()
         times, peaks = [], []
-        for _ in range(5):  # interleaved, best against best: load from other processes hits both alike
+        for _ in range(3):  # interleaved, best against best: load from other processes hits both alike
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)

@@ -102,25 +102,36 @@ def _finetune(args) -> int:
                   "finetune")
 
 
-def _evaluate(args) -> int:
-    from pathlib import Path
-
-    from finetune.evaluate import evaluate, load_model, write_results
+def _decoding_job(args):
+    """(model, tokenizer, task, pairs, settings) for `janus evaluate` and `janus bench decode`."""
+    from finetune.evaluate import load_model
     from finetune.tasks import check_task
     from janus.generate import modes
+    from janus.objective import objective
 
+    try:
+        iterations = tuple(int(t) for t in args.iterations.split(","))
+    except ValueError:
+        raise ValueError(f"--iterations {args.iterations!r}: give comma-separated integers, e.g. 1,4,10") from None
     model, tok, train = load_model(args.model)
     task = args.task or train.get("task") or "nmt"
     pairs = check_task(task, args.data, splits=(args.split,))[args.split][:args.max_examples or None]
-    from janus.objective import objective
-
     trained = objective(train["objective"]) if train.get("objective") else objective("janus")
-    settings = modes(args.mode, beam=args.beam, iterations=tuple(int(t) for t in args.iterations.split(",")),
-                     length_beam=args.length_beam, bang_streams=trained.bang_streams,
-                     bang_cross_stream=trained.bang_cross_stream)
-    if args.mode == "draft":  # its speed-up and identity are measured against AR greedy
-        settings = modes("ar", beam=args.beam)[1:] + settings
-    results = evaluate(model, tok, pairs, task, settings, latency_examples=args.latency_examples)
+    settings = modes(args.mode, beam=args.beam, iterations=iterations, length_beam=args.length_beam,
+                     bang_streams=trained.bang_streams, bang_cross_stream=trained.bang_cross_stream)
+    if args.mode in ("draft", "nar"):  # speed-ups are measured against AR in the same run
+        settings = modes("ar", beam=args.beam) + settings
+    return model, tok, task, pairs, settings
+
+
+def _evaluate(args) -> int:
+    from pathlib import Path
+
+    from finetune.evaluate import evaluate, write_results
+
+    model, tok, task, pairs, settings = _decoding_job(args)
+    results = evaluate(model, tok, pairs, task, settings, latency_examples=args.latency_examples,
+                       repeats=args.repeats)
     out = Path(args.out)
     write_results(results, out, task, f"{task}: {len(pairs)} {args.split} examples, {args.model}")
     print((out / "results.md").read_text())
@@ -193,6 +204,40 @@ def _bench_train(args) -> int:
     from pretrain.bench_train import bench_train
 
     bench_train(args.preset, args.out, steps=args.steps, token_budget=args.token_budget)
+    return 0
+
+
+def _bench_decode(args) -> int:
+    import json
+    from pathlib import Path
+
+    from finetune.evaluate import evaluate
+    from finetune.metrics import PRIMARY
+    from janus.files import atomic_write
+
+    model, tok, task, pairs, settings = _decoding_job(args)
+    results = evaluate(model, tok, pairs, task, settings, latency_examples=args.latency_examples,
+                       repeats=args.repeats)
+    metric = PRIMARY[task]
+    beam = next((n for n in results if n.startswith("ar_beam")), None)
+    head = f"{'mode':<12}{metric:>8}{'b1 ms':>9}{'(p25-p75)':>16}{'ex/s b32':>10}{'vs beam':>9}{'vs greedy':>11}" \
+           f"{'tok/round':>11}"
+    print(head + "\n" + "-" * len(head))
+    for name, r in results.items():
+        spread = f"({r['latency_ms_b1_p25']:.1f}-{r['latency_ms_b1_p75']:.1f})"
+        print(f"{name:<12}{r[metric]:>8.2f}{r['latency_ms_b1']:>9.1f}{spread:>16}{r['examples_per_s_b32']:>10.1f}"
+              f"{(str(round(r[f'speedup_vs_{beam}'], 2)) + 'x') if beam else '':>9}"
+              f"{(str(round(r['speedup_vs_ar_greedy'], 2)) + 'x') if 'speedup_vs_ar_greedy' in r else '':>11}"
+              f"{r['tokens_per_round'] if 'tokens_per_round' in r else '':>11.4}")
+    first = next(iter(results.values()))
+    print(f"{len(pairs)} {args.split} examples scored; latency over {first['timed_examples']} x {args.repeats} "
+          f"interleaved repeats; load average {first['load_average_start']:.2f} -> {first['load_average_end']:.2f}")
+    if "draft" in results:
+        print(f"draft output identical to AR greedy on {100 * results['draft']['identical_to_ar_greedy']:.1f}% of examples")
+    report = {"model": str(args.model), "data": str(args.data), "split": args.split, "examples": len(pairs),
+              "results": {n: {k: v for k, v in r.items() if k != "hypotheses"} for n, r in results.items()}}
+    atomic_write(Path(args.out), json.dumps(report, indent=2) + "\n")
+    print(f"written: {args.out}")
     return 0
 
 
@@ -290,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--length-beam", type=int, default=3)
     ev.add_argument("--max-examples", type=int, default=0, help="evaluate the first N examples (0: all)")
     ev.add_argument("--latency-examples", type=int, default=20, help="examples timed one by one at batch 1")
+    ev.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (medians are reported)")
     ev.add_argument("--out", required=True, help="directory for metrics.json, results.md, frontier.png, *.hyp")
     ev.set_defaults(func=_evaluate)
 
@@ -358,6 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=12, help="steps per run (the first 4 are warm-up)")
     train.add_argument("--token-budget", type=int, default=2048, help="target tokens per worker per step")
     train.set_defaults(func=_bench_train)
+    dec = bench_sub.add_parser("decode", help="every decoding mode of one model: quality, latency b1 with its "
+                               "spread, throughput b32, speed-ups in the same run")
+    dec.add_argument("model", help="a run, checkpoint or export")
+    dec.add_argument("--data", required=True, help="a directory with {split}.src and {split}.tgt")
+    dec.add_argument("--split", default="test")
+    dec.add_argument("--task", default=None, help="default: the task the model was fine-tuned on, else nmt")
+    dec.add_argument("--mode", default="all", choices=("ar", "nar", "draft", "all"))
+    dec.add_argument("--beam", type=int, default=5)
+    dec.add_argument("--iterations", default="1,4,10", help="mask-predict T values")
+    dec.add_argument("--length-beam", type=int, default=3)
+    dec.add_argument("--max-examples", type=int, default=0, help="score the first N examples (0: the whole split)")
+    dec.add_argument("--latency-examples", type=int, default=50, help="examples timed at batch 1")
+    dec.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    dec.add_argument("--out", required=True, help="JSON file to write")
+    dec.set_defaults(func=_bench_decode)
     loader = bench_sub.add_parser("loader", help="loader tokens/s, local and remote, 1 and 2 workers, vs a step")
     loader.add_argument("--out", required=True, help="JSON file to write")
     loader.add_argument("--url", default=None, help="a shard base URL to read (default: the local shards served "

@@ -257,6 +257,9 @@ def train_worker(config: dict) -> None:
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps, cfg.lr_end,
                                     cfg.lr_power)
+            # counted on the host copy, so that logging needs no device sync of its own
+            flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
+            target_tokens = int(batch.tgt.ne(0).sum())
             batch = batch.to(engine.device, non_blocking=True)
             loss, terms = compute_loss(engine.module, batch, obj)
             if drawn in bad_batches:
@@ -292,12 +295,13 @@ def train_worker(config: dict) -> None:
             engine.backward(loss)
             engine.step()
             counters.step += 1
-            flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
             grad_norm = engine.get_global_grad_norm()
             data = loader.totals()
-            logged = torch.tensor([loss.item(), *[v.item() for v in terms.values()], batch.tgt.ne(0).sum().item(),
-                                   flops, data.skipped, data.dropped_too_long, data.truncated_source])
+            logged = torch.cat([torch.stack([loss.detach(), *(v.detach() for v in terms.values())]).float(),
+                                torch.tensor([target_tokens, flops, data.skipped, data.dropped_too_long,
+                                              data.truncated_source], dtype=torch.float32, device=loss.device)])
             dist.all_reduce(logged)
+            logged = logged.tolist()  # the step's one read-back of logged values
             truncated, too_long = int(logged[-1]) // cfg.tensor_parallel, int(logged[-2]) // cfg.tensor_parallel
             logged = logged[:-2]
             seconds = time.perf_counter() - last_step_end  # wall clock: loader wait + step + logging
@@ -314,7 +318,7 @@ def train_worker(config: dict) -> None:
                           "tokens": counters.tokens, "skipped_nonfinite": counters.nonfinite,
                           "data_skipped": int(logged[-1]) // cfg.tensor_parallel,
                           "pairs_dropped_too_long": too_long, "pairs_truncated": truncated,
-                      "loss_scale": _loss_scale(engine),
+                          "loss_scale": _loss_scale(engine),
                           "elapsed_s": time.perf_counter() - start}
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")

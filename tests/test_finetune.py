@@ -153,6 +153,27 @@ def test_evaluate_writes_every_output_for_every_mode(finetuned, task_dir, tmp_pa
     assert (out / "frontier.png").stat().st_size > 10_000
 
 
+def test_bench_decode_times_every_mode_interleaved_with_spread_and_paired_speedups(finetuned, task_dir, tmp_path):
+    out = tmp_path / "decode.json"
+    cli = subprocess.run([sys.executable, "-m", "cluster.cli", "bench", "decode", str(finetuned), "--data",
+                          str(task_dir), "--latency-examples", "3", "--repeats", "2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert report["examples"] == 12 and list(results) == ["ar_beam5", "ar_greedy", "nar_T1", "nar_T4", "nar_T10",
+                                                          "draft"]
+    for r in results.values():
+        assert r["latency_ms_b1_p25"] <= r["latency_ms_b1"] <= r["latency_ms_b1_p75"]
+        assert r["timed_examples"] == 3 and r["repeats"] == 2 and r["examples_per_s_b32"] > 0
+        assert r["load_average_start"] >= 0 and "bleu" in r
+    assert results["ar_greedy"]["speedup_vs_ar_greedy"] == 1.0 and results["ar_beam5"]["speedup_vs_ar_beam5"] == 1.0
+    assert results["draft"]["identical_to_ar_greedy"] == 1.0 and results["draft"]["tokens_per_round"] >= 1
+    table = cli.stdout[cli.stdout.index("mode "):].splitlines()
+    assert table[0].split()[:4] == ["mode", "bleu", "b1", "ms"] and table[1].startswith("---")
+    assert [line.split()[0] for line in table[2:8]] == list(results)
+
+
 def test_export_verifies_loads_and_generates_like_the_checkpoint(finetuned, tmp_path):
     import janus
     from finetune.evaluate import load_model
