@@ -8,6 +8,7 @@ import functools
 import http.server
 import json
 import os
+import statistics
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -41,9 +42,11 @@ def loader_tokens_per_s(location: str, workers: int, batches: int = 150) -> floa
 @contextmanager
 def _served(directory: Path):
     """The directory over HTTP on 127.0.0.1, for as long as the block runs."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -52,16 +55,20 @@ def _served(directory: Path):
         server.server_close()
 
 
-def bench_loader(out: str | None = None, vocab_size: int = 8000, url: str | None = None) -> dict:
+def bench_loader(out: str | None = None, vocab_size: int = 8000, url: str | None = None, repeats: int = 3) -> dict:
     data, tok = nmt_tokenizer(vocab_size)
     shard_dir = cache_dir() / "shards" / f"nmt-en-de-{vocab_size}" / "train"
     write_pair_shards(read_pairs(data, "train"), tok.path, shard_dir, pairs_per_shard=4000, replace=True)  # a cache
     report = {"tokens_per_s": {}, "load_average_start": os.getloadavg()}
     with _served(shard_dir) if url is None else nullcontext(url) as remote:
         report["remote"] = remote if url else "the same shards over HTTP on 127.0.0.1"
-        for w in (1, 2):  # local and remote interleaved, so load changes hit both alike
-            report["tokens_per_s"][f"local_{w}_workers"] = loader_tokens_per_s(str(shard_dir), w)
-            report["tokens_per_s"][f"remote_{w}_workers"] = loader_tokens_per_s(remote, w)
+        runs: dict[str, list[float]] = {}
+        for _ in range(repeats):  # local and remote interleaved, so load changes hit both alike
+            for w in (1, 2):
+                for where, location in (("local", str(shard_dir)), ("remote", remote)):
+                    runs.setdefault(f"{where}_{w}_workers", []).append(loader_tokens_per_s(location, w))
+        report["tokens_per_s"] = {k: statistics.median(v) for k, v in runs.items()}
+        report["repeats"] = repeats
     report["remote_over_local"] = {f"{w}_workers": report["tokens_per_s"][f"remote_{w}_workers"]
                                    / report["tokens_per_s"][f"local_{w}_workers"] for w in (1, 2)}
     torch.set_num_threads(2)
