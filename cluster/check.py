@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -110,7 +109,8 @@ class Check:
         first, last = statistics.mean(losses[:3]), statistics.mean(losses[-3:])
         if not last < 0.95 * first:
             raise AssertionError(f"the loss did not fall: {first:.3f} -> {last:.3f} over {len(losses)} steps")
-        return f"loss {first:.3f} -> {last:.3f} in {len(losses)} steps, {statistics.median(r['tokens_per_s'] for r in rows):,.0f} tok/s"
+        speed = statistics.median(r["tokens_per_s"] for r in rows)
+        return f"loss {first:.3f} -> {last:.3f} in {len(losses)} steps, {speed:,.0f} tok/s"
 
     def zero2(self) -> str:
         self.steps = 6 if self.quick else 10
@@ -237,7 +237,7 @@ def tp2_equals_tp1(work: Path, tokenizer: Path, pairs: list, backend: str) -> st
     from janus.model import JanusModel
     from janus.tokenizer import Tokenizer, pad_batch
 
-    from janus.parallel import init_parallel
+    from janus.parallel import free_port, init_parallel
 
     init_parallel(1)
     tok = Tokenizer(tokenizer)
@@ -247,10 +247,7 @@ def tp2_equals_tp1(work: Path, tokenizer: Path, pairs: list, backend: str) -> st
     tgt = pad_batch([tok.encode(t) for _, t in pairs])
     path = work / "tp-input.pt"
     torch.save({"state": model.full_state_dict(), "vocab": tok.vocab_size, "src": src, "tgt": tgt}, path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_tp2_logits, args=(2, port, str(path), backend), nprocs=2, start_method="spawn")
+    mp.start_processes(_tp2_logits, args=(2, free_port(), str(path), backend), nprocs=2, start_method="spawn")
     reference = _logits(model.eval(), src, tgt)
     diff = float((torch.load(work / "tp-output.pt") - reference).abs().max())
     if diff > 1e-4:

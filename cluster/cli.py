@@ -263,6 +263,21 @@ def _demo(args) -> int:
     return 0
 
 
+def _decoding_arguments(parser: argparse.ArgumentParser, iterations: str, latency_examples: int) -> None:
+    """What `janus evaluate` and `janus bench decode` both take (read by `_decoding_job`)."""
+    parser.add_argument("--model", required=True, help="a run, checkpoint or export")
+    parser.add_argument("--data", required=True, help="a directory with {split}.src and {split}.tgt")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--task", default=None, help="default: the task the model was fine-tuned on, else nmt")
+    parser.add_argument("--mode", default="all", choices=("ar", "nar", "draft", "all"))
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--iterations", default=iterations, help="mask-predict T values")
+    parser.add_argument("--length-beam", type=int, default=3)
+    parser.add_argument("--max-examples", type=int, default=0, help="score the first N examples (0: the whole split)")
+    parser.add_argument("--latency-examples", type=int, default=latency_examples, help="examples timed at batch 1")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (medians are reported)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus", description="Pretrain, fine-tune and decode JANUS models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,17 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(func=_finetune)
 
     ev = sub.add_parser("evaluate", help="decode AR / NAR / draft from one model; quality, latency, frontier")
-    ev.add_argument("--model", required=True, help="a run, checkpoint or export")
-    ev.add_argument("--data", required=True, help="a directory with {split}.src and {split}.tgt")
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--task", default=None, help="default: the task the model was fine-tuned on, else nmt")
-    ev.add_argument("--mode", default="all", choices=("ar", "nar", "draft", "all"))
-    ev.add_argument("--beam", type=int, default=5)
-    ev.add_argument("--iterations", default="1,2,4,10", help="mask-predict T values")
-    ev.add_argument("--length-beam", type=int, default=3)
-    ev.add_argument("--max-examples", type=int, default=0, help="evaluate the first N examples (0: all)")
-    ev.add_argument("--latency-examples", type=int, default=20, help="examples timed one by one at batch 1")
-    ev.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (medians are reported)")
+    _decoding_arguments(ev, iterations="1,2,4,10", latency_examples=20)
     ev.add_argument("--out", required=True, help="directory for metrics.json, results.md, frontier.png, *.hyp")
     ev.set_defaults(func=_evaluate)
 
@@ -406,17 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_bench_train)
     dec = bench_sub.add_parser("decode", help="every decoding mode of one model: quality, latency b1 with its "
                                "spread, throughput b32, speed-ups in the same run")
-    dec.add_argument("model", help="a run, checkpoint or export")
-    dec.add_argument("--data", required=True, help="a directory with {split}.src and {split}.tgt")
-    dec.add_argument("--split", default="test")
-    dec.add_argument("--task", default=None, help="default: the task the model was fine-tuned on, else nmt")
-    dec.add_argument("--mode", default="all", choices=("ar", "nar", "draft", "all"))
-    dec.add_argument("--beam", type=int, default=5)
-    dec.add_argument("--iterations", default="1,4,10", help="mask-predict T values")
-    dec.add_argument("--length-beam", type=int, default=3)
-    dec.add_argument("--max-examples", type=int, default=0, help="score the first N examples (0: the whole split)")
-    dec.add_argument("--latency-examples", type=int, default=50, help="examples timed at batch 1")
-    dec.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    _decoding_arguments(dec, iterations="1,4,10", latency_examples=50)
     dec.add_argument("--out", required=True, help="JSON file to write")
     dec.set_defaults(func=_bench_decode)
     loader = bench_sub.add_parser("loader", help="loader tokens/s, local and remote, 1 and 2 workers, vs a step")

@@ -85,7 +85,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         run_training(load_config("small", [f"shards={run / 'pretrain-shards'}", f"tokenizer={info['tokenizer']}",
                                            f"run_dir={run / 'pretrain'}", f"max_steps={cfg.pretrain_steps}",
                                            f"checkpoint_every={max(1, cfg.pretrain_steps // 3)}",
-                                           f"warmup_steps={max(1, cfg.pretrain_steps // 4)}", "max_source_tokens=128", "max_target_tokens=128",
+                                           f"warmup_steps={max(1, cfg.pretrain_steps // 4)}",
+                                           "max_source_tokens=128", "max_target_tokens=128",
                                            *common]))
 
     _stage(run, "pretrain", f"pretrain a {cfg.preset} JANUS: {cfg.pretrain_steps} steps, {cfg.workers} Ray workers "

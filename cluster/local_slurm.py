@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from janus.parallel import free_port
 
 
 class LocalSlurm:
@@ -35,11 +36,6 @@ class LocalSlurm:
         subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], check=True, env=env,
                        stdout=subprocess.DEVNULL)
 
-    def _free_port(self) -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
     def start(self, timeout: float = 60) -> "LocalSlurm":
         self.install()
         for sub in ("state", "spool", "log"):
@@ -51,8 +47,8 @@ class LocalSlurm:
         d = self.dir
         (d / "slurm.conf").write_text(f"""ClusterName=janus-local
 SlurmctldHost={host}
-SlurmctldPort={self._free_port()}
-SlurmdPort={self._free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

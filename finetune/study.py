@@ -103,7 +103,8 @@ def _pretrain(study: StudyConfig, out: Path, tokenizer: Path) -> Path:
                                        f"model_preset={study.preset}", f"max_steps={study.budget}",
                                        f"checkpoint_every={study.budget}", f"token_budget={study.token_budget}",
                                        f"num_workers={study.workers}", f"seed={study.seed}", f"lr={study.lr}",
-                                       f"warmup_steps={max(1, study.budget // 10)}", "max_source_tokens=128", "max_target_tokens=128"]))
+                                       f"warmup_steps={max(1, study.budget // 10)}", "max_source_tokens=128",
+                                       "max_target_tokens=128"]))
     return run_dir
 
 

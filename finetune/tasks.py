@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from janus.files import read_text
+from pretrain.datasets import SPLITS
 
 TASKS = ("nmt", "summarization", "question_generation", "dialogue")
-SPLITS = ("train", "dev", "test")
 
 
 def read_split(data: str | Path, split: str) -> list[tuple[str, str]]:

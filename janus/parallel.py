@@ -22,7 +22,8 @@ with warnings.catch_warnings():
     from megatron.core.model_parallel_config import ModelParallelConfig
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a process group's rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -41,7 +42,7 @@ def init_parallel(tensor_parallel_size: int = 1, backend: str | None = None) -> 
             backend = backend or "gloo"
             dist.init_process_group(
                 backend=backend,
-                init_method=f"tcp://127.0.0.1:{_free_port()}",
+                init_method=f"tcp://127.0.0.1:{free_port()}",
                 rank=0,
                 world_size=1,
             )

@@ -33,7 +33,8 @@ def _engine_run(shards: Path, tokenizer: Path, run_dir: Path, preset_name: str, 
     cfg = load_config(None, [f"shards={shards}", f"tokenizer={tokenizer}", f"run_dir={run_dir}", "data_kind=pairs",
                              f"model_preset={preset_name}", f"objective={objective}", f"num_workers={workers}",
                              f"max_steps={steps}", f"checkpoint_every={10 ** 6}", f"token_budget={token_budget}",
-                             f"window={token_budget * 4}", "max_source_tokens=128", "max_target_tokens=128", "zero_stage=2", "warmup_steps=10"])
+                             f"window={token_budget * 4}", "max_source_tokens=128", "max_target_tokens=128",
+                             "zero_stage=2", "warmup_steps=10"])
     run_training(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     timed = rows[warmup:]
@@ -61,8 +62,8 @@ def _hf_bart_ar(shards: Path, vocab_size: int, preset_name: str, steps: int, war
         bos_token_id=c.bos_id, eos_token_id=c.eos_id, decoder_start_token_id=c.bos_id, scale_embedding=True))
     bart.train()
     opt = torch.optim.AdamW(bart.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
-    loader = PairLoader(shard_urls(shards), LoaderConfig(kind="pairs", token_budget=token_budget,
-                                                         window=token_budget * 4, max_source_tokens=128, max_target_tokens=128))
+    loader = PairLoader(shard_urls(shards), LoaderConfig(kind="pairs", token_budget=token_budget, window=token_budget * 4,
+                                                         max_source_tokens=128, max_target_tokens=128))
     batches = []
     for batch in loader:
         batches.append(batch)

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from janus.export import sha256_file
 from janus.files import read_text
 from janus.tokenizer import Tokenizer, train_tokenizer
 from pretrain.registry import cache_dir, debian_indexes
@@ -42,7 +43,7 @@ def write_task(out_dir: Path, splits: dict[str, list[tuple[str, str]]], manifest
         for side, idx in (("src", 0), ("tgt", 1)):
             path = tmp / f"{split}.{side}"
             path.write_text("".join(p[idx] + "\n" for p in pairs), encoding="utf-8")
-            checksums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            checksums[path.name] = sha256_file(path)
     manifest = {**manifest, "recipe_version": RECIPE_VERSION, "counts": counts, "sha256": checksums}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     if out_dir.exists():
@@ -181,7 +182,7 @@ def fetch_pretrain_en(out_dir: Path) -> Path:
     manifest = {"dataset": "pretrain-en", "recipe_version": RECIPE_VERSION,
                 "sources": [{"name": n, **info} for n, _, info in groups], "words": words,
                 "total_words": sum(words.values()), "documents": counts,
-                "sha256": {f: hashlib.sha256((tmp / f).read_bytes()).hexdigest() for f in ("train.txt", "dev.txt")}}
+                "sha256": {f: sha256_file(tmp / f) for f in ("train.txt", "dev.txt")}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)

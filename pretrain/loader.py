@@ -113,7 +113,8 @@ class PairStream:
             self.stats.corrupt_shards += 1
             self._skip(shard, "unreadable", f"unreadable: {err}")
             return []
-        if self.checksums and self.checksums[shard] and hashlib.sha256(data).hexdigest() != self.checksums[shard]:
+        expected = self.checksums[shard] if self.checksums else None
+        if expected and hashlib.sha256(data).hexdigest() != expected:
             self.stats.corrupt_shards += 1
             self._skip(shard, "sha256", f"its sha256 differs from index.json ({len(data):,} bytes read)")
             return []

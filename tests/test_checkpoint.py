@@ -2,10 +2,11 @@
 
 import os
 import shutil
-import socket
 
 import torch
 import torch.multiprocessing as mp
+
+from janus.parallel import free_port
 
 
 def _worker(rank, world, port, root):
@@ -47,17 +48,12 @@ def _worker(rank, world, port, root):
         assert torch.equal(p, weights[n]), n
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_complete_checkpoints_only(tmp_path):
     from pretrain import checkpoint
 
     root = tmp_path / "ckpt"
-    mp.start_processes(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(root)), nprocs=2, join=True, start_method="spawn")
     assert checkpoint.complete_steps(root) == [2, 3]  # keep=2 pruned step 1
     assert (root / "latest").read_text() == "step-00000003"
     step3 = root / "step-00000003"

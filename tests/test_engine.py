@@ -2,11 +2,12 @@
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+from janus.parallel import free_port
 
 
 def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
@@ -54,11 +55,6 @@ def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
                        "zero_dp": engine.optimizer.dp_process_group.size()}, f)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.parametrize("tp", [2, 1])
 def test_zero2_trains_over_megatron_groups(tp, tmp_path, nmt_dir, tokenizer):
@@ -67,7 +63,7 @@ def test_zero2_trains_over_megatron_groups(tp, tmp_path, nmt_dir, tokenizer):
 
     shard_dir = tmp_path / "shards"
     write_pair_shards(read_pairs(nmt_dir, "train")[:2000], tokenizer.path, shard_dir, pairs_per_shard=250, workers=1)
-    mp.start_processes(_worker, args=(2, tp, _free_port(), str(shard_dir), tokenizer.vocab_size, str(tmp_path)),
+    mp.start_processes(_worker, args=(2, tp, free_port(), str(shard_dir), tokenizer.vocab_size, str(tmp_path)),
                        nprocs=2, join=True, start_method="spawn")
     got = json.loads((tmp_path / "losses.json").read_text())
     assert (got["tp"], got["dp"]) == (tp, 2 // tp)

@@ -3,7 +3,6 @@ from its export, gives the logits DeepSpeed's own TP=2 load of the checkpoint gi
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,13 +10,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from janus.parallel import free_port
+
 SENTENCES = ["Click OK to close the dialog.", "Select the cells you want to format.", "Choose Tools - Options."]
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _reference_logits(rank, port, run_dir, out):
@@ -75,7 +71,7 @@ def test_tp2_zero3_run_exports_and_loads_at_tp1_with_equal_logits(tmp_path, nmt_
                                       "max_steps=4", "checkpoint_every=4", "tensor_parallel=2", "zero_stage=3"]))
     ray.shutdown()
     reference = tmp_path / "reference.pt"
-    mp.start_processes(_reference_logits, args=(_free_port(), str(run_dir), str(reference)), nprocs=2, join=True,
+    mp.start_processes(_reference_logits, args=(free_port(), str(run_dir), str(reference)), nprocs=2, join=True,
                        start_method="spawn")
     out = tmp_path / "export"
     done = subprocess.run([sys.executable, "-m", "cluster.cli", "export", str(run_dir), "--out", str(out)],

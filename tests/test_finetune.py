@@ -155,7 +155,7 @@ def test_evaluate_writes_every_output_for_every_mode(finetuned, task_dir, tmp_pa
 
 def test_bench_decode_times_every_mode_interleaved_with_spread_and_paired_speedups(finetuned, task_dir, tmp_path):
     out = tmp_path / "decode.json"
-    cli = subprocess.run([sys.executable, "-m", "cluster.cli", "bench", "decode", str(finetuned), "--data",
+    cli = subprocess.run([sys.executable, "-m", "cluster.cli", "bench", "decode", "--model", str(finetuned), "--data",
                           str(task_dir), "--latency-examples", "3", "--repeats", "2", "--out", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-2000:]

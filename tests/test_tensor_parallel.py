@@ -1,10 +1,11 @@
 """TP=2 over two gloo processes gives the TP=1 logits and loss for the same weights."""
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
+
+from janus.parallel import free_port
 
 from janus.config import preset
 from janus.model import JanusModel
@@ -42,11 +43,6 @@ def _tp_worker(rank, world, port, path, out_dir):
                     "grads": full_grads, "roundtrip_keys": sorted(roundtrip)}, os.path.join(out_dir, "tp2.pt"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_tp2_matches_tp1(tmp_path, tokenizer, real_pairs):
     torch.manual_seed(0)
@@ -65,7 +61,7 @@ def test_tp2_matches_tp1(tmp_path, tokenizer, real_pairs):
     path = tmp_path / "model.pt"
     torch.save({"vocab": tokenizer.vocab_size, "state": model.full_state_dict(), "batch": vars(batch)}, path)
 
-    mp.start_processes(_tp_worker, args=(2, _free_port(), str(path), str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_tp_worker, args=(2, free_port(), str(path), str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     got = torch.load(tmp_path / "tp2.pt")
     assert (got["logits"] - logits).abs().max() <= 1e-5
