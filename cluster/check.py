@@ -69,7 +69,8 @@ class Check:
         except Exception as err:  # a check reports what failed and goes on to the next row
             status = "fail"
             figure = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-            (self.work / "failures.log").open("a").write(f"== {name}\n{traceback.format_exc()}\n")
+            with open(self.work / "failures.log", "a") as log:
+                log.write(f"== {name}\n{traceback.format_exc()}\n")
         self.rows.append(Row(name, status, figure, time.perf_counter() - start))
         print(f"[check] {name}: {status} ({figure})", flush=True)
 

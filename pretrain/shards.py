@@ -180,20 +180,14 @@ def _run_jobs(jobs, out_dir, tokenizer, kind: str, fingerprint: str, workers: in
 def read_index(location: str | os.PathLike, storage: StorageConfig | None = None) -> dict:
     """The index of a shard directory or of a remote base URL (fetched with retries, like the shards)."""
     path = storage_join(str(location), INDEX)
-    if is_remote(str(location)):
-        try:
-            text = read(path, storage).decode("utf-8")
-        except Unavailable as err:
-            raise FileNotFoundError(f"{err}: check shards= (a base URL holding index.json) and the server") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
-    else:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} does not exist: write shards with `janus data shard` first")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
+    if not is_remote(str(location)) and not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist: write shards with `janus data shard` first")
+    try:
+        text = read(path, storage).decode("utf-8")
+    except Unavailable as err:
+        raise FileNotFoundError(f"{err}: check shards= (a base URL holding index.json) and the server") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text; rewrite the shards with `janus data shard`") from None
     try:
         index = json.loads(text)
     except json.JSONDecodeError as err:
