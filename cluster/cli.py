@@ -195,8 +195,12 @@ def _study(args) -> int:
     unknown = set(arms) - set(NMT_ARMS + OPTIONAL_ARMS)
     if unknown:
         raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS + OPTIONAL_ARMS)}")
-    run_study(StudyConfig(budget=args.budget, preset=args.preset, token_budget=args.token_budget, tasks=tasks,
-                          arms=arms, test_examples=args.test_examples, lr=args.lr, vocab_size=args.vocab), args.out)
+    seeds = tuple(int(x) for x in args.seeds.split(","))
+    run_study(StudyConfig(budget=args.budget, janus_ratio=args.janus_ratio, eval_every=args.eval_every,
+                          patience=args.patience, dev_examples=args.dev_examples, preset=args.preset,
+                          dropout=args.dropout, token_budget=args.token_budget, seeds=seeds, lr=args.lr,
+                          warmup_steps=args.warmup_steps, vocab_size=args.vocab, train_pairs=args.train_pairs,
+                          test_examples=args.test_examples, tasks=tasks, arms=arms), args.out)
     return 0
 
 
@@ -257,9 +261,11 @@ def _check(args) -> int:
 def _demo(args) -> int:
     from cluster.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(run_dir=args.run_dir, preset=args.preset, pretrain_steps=args.pretrain_steps,
-                        finetune_steps=args.finetune_steps, eval_examples=args.eval_examples,
-                        latency_examples=args.latency_examples, pretrain_documents=args.pretrain_documents))
+    run_demo(DemoConfig(run_dir=args.run_dir, minutes=args.minutes, preset=args.preset,
+                        pretrain_share=args.pretrain_share, max_pretrain_steps=args.max_pretrain_steps,
+                        max_finetune_steps=args.max_finetune_steps, eval_examples=args.eval_examples,
+                        draft_examples=args.draft_examples, latency_examples=args.latency_examples,
+                        pretrain_documents=args.pretrain_documents))
     return 0
 
 
@@ -283,13 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the main job on real data, on this machine")
-    demo.add_argument("--run-dir", default="runs/demo")
-    demo.add_argument("--preset", default="small")
-    demo.add_argument("--pretrain-steps", type=int, default=120)
-    demo.add_argument("--finetune-steps", type=int, default=200)
-    demo.add_argument("--eval-examples", type=int, default=100)
-    demo.add_argument("--latency-examples", type=int, default=10)
-    demo.add_argument("--pretrain-documents", type=int, default=20000)
+    from cluster.demo import DemoConfig
+
+    defaults = DemoConfig()
+    demo.add_argument("--run-dir", default=defaults.run_dir)
+    demo.add_argument("--minutes", type=float, default=defaults.minutes,
+                      help="the demo's whole wall clock; every stage is sized from it")
+    demo.add_argument("--preset", default=defaults.preset)
+    demo.add_argument("--pretrain-share", type=float, default=defaults.pretrain_share,
+                      help="fraction of the training time spent pretraining (0: fine-tune from scratch)")
+    demo.add_argument("--max-pretrain-steps", type=int, default=0, help="a step cap besides the clock")
+    demo.add_argument("--max-finetune-steps", type=int, default=0, help="a step cap besides the clock")
+    demo.add_argument("--eval-examples", type=int, default=0, help="test pairs scored (0: the whole split)")
+    demo.add_argument("--draft-examples", type=int, default=defaults.draft_examples)
+    demo.add_argument("--latency-examples", type=int, default=defaults.latency_examples)
+    demo.add_argument("--pretrain-documents", type=int, default=defaults.pretrain_documents)
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser("check", help="prove this install on this machine: one row per capability, pass/fail")
@@ -353,13 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("study", help="AR vs CMLM vs JANUS vs BANG at one budget; results.md/json/png")
     st.add_argument("task", help="all, or a comma-separated subset of nmt,summarization,dialogue")
-    st.add_argument("--budget", type=int, required=True, help="optimizer steps per arm")
+    st.add_argument("--budget", type=int, required=True, help="most optimizer steps of a baseline arm")
+    st.add_argument("--janus-ratio", type=float, default=1.0,
+                    help="JANUS arms train up to budget x this (the release's 2:1 updates: 2)")
+    st.add_argument("--eval-every", type=int, default=0, help="dev evaluation every N steps (0: budget/10)")
+    st.add_argument("--patience", type=int, default=0, help="stop an arm after N evaluations without a new best dev")
+    st.add_argument("--dev-examples", type=int, default=200)
+    st.add_argument("--seeds", default="0", help="comma-separated seeds, each arm runs once per seed")
     st.add_argument("--preset", default="small")
+    st.add_argument("--dropout", type=float, default=-1.0, help="replaces the preset's dropout (the release: 0.3)")
     st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
+    st.add_argument("--train-pairs", type=int, default=0, help="a fixed subset of the NMT training pairs (0: all)")
     st.add_argument("--arms", default="", help="comma-separated subset of ar,ar-rdrop,cmlm,janus,bang,janus-permutation "
                     "(default: all six), or bang-cross-stream")
-    st.add_argument("--test-examples", type=int, default=200)
+    st.add_argument("--test-examples", type=int, default=0, help="0: the whole test split")
     st.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every arm")
+    st.add_argument("--warmup-steps", type=int, default=0, help="0: budget/10")
     st.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary (2000 suits the tiny preset)")
     st.add_argument("--out", default="runs/study")
     st.set_defaults(func=_study)

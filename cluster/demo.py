@@ -1,15 +1,19 @@
-"""`janus demo` (what `make demo` runs): the whole pipeline on real data, on this machine.
+"""`janus demo` (what `make demo` runs): the whole pipeline on real data, on this machine, in a given time.
 
   1. data       fetch LibreOffice help + DDTP en-de (NMT) and the English pretraining corpus (pinned,
                 sha256-checked Debian packages); train the joint tokenizer; write webdataset shards
-  2. pretrain   a `small` JANUS, BART-style denoising of monolingual en + de text, 2 Ray workers x ZeRO-2
-  3. finetune   en-de NMT from that checkpoint, same engine, best checkpoint by dev BLEU
-  4. evaluate   AR beam 5 and greedy, NAR mask-predict T=1/4/10, draft-and-verify on held-out pairs
+  2. pretrain   BART-style denoising of monolingual en + de text, 2 Ray workers x ZeRO-2 (optional)
+  3. finetune   en-de NMT, same engine, best checkpoint by dev BLEU
+  4. evaluate   AR beam 5 and greedy, NAR mask-predict T=1/4/10 on the whole test split; draft-and-verify
+                on its first pairs
   5. export     safetensors + config + tokenizer + model card, verified
-  6. report     runs/demo/report.md with the table, loss curves and the quality/latency frontier
+  6. report     runs/demo/report.md: the table, sample translations, loss curves, quality/latency frontier
 
-Every stage writes a `.done` marker after it completes; interrupted and started again, the demo skips
-finished stages and the interrupted one resumes from its checkpoint.
+`--minutes` is the demo's whole wall clock: after the data stage, what is left (less a reserve for
+evaluation and export) is split between pretraining and fine-tuning, and each stage's trainer stops on
+its share (`max_minutes`), so more minutes (or a faster machine) give a proportionally better model from
+the same command. The plan is written once (`plan.json`); every stage writes a `.done` marker after it
+completes, and a demo started again skips finished stages and resumes the interrupted one.
 """
 
 from __future__ import annotations
@@ -24,14 +28,22 @@ from pathlib import Path
 @dataclass
 class DemoConfig:
     run_dir: str = "runs/demo"
-    preset: str = "small"
-    pretrain_steps: int = 120
-    finetune_steps: int = 200
-    token_budget: int = 1024  # target tokens per worker per step
+    minutes: float = 25.0  # the whole demo, data stage included (`make setup` comes before it)
+    preset: str = "mini"
+    vocab_size: int = 4000
+    token_budget: int = 2048  # target tokens per worker per step
     workers: int = 2
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    pretrain_share: float = 0.0  # of the training time; 0 skips the stage (see the README's recipe table)
+    reserve_minutes: float = 5.0  # kept for evaluation, export and the stages' start-up
+    max_pretrain_steps: int = 0  # > 0: a step cap besides the clock (tests)
+    max_finetune_steps: int = 0
     pretrain_documents: int = 20000  # English documents from the pretraining corpus (plus the NMT text)
-    eval_examples: int = 100
-    latency_examples: int = 10
+    eval_examples: int = 0  # 0: the whole test split
+    draft_examples: int = 200  # draft-and-verify decodes one example at a time: scored on the first N
+    latency_examples: int = 20
+    dev_examples: int = 100
     seed: int = 0
 
 
@@ -48,6 +60,12 @@ def _stage(run: Path, name: str, title: str, fn):
     tmp.write_text(json.dumps({"seconds": time.perf_counter() - start, "result": result}))
     tmp.replace(marker)
     return result
+
+
+def plan(cfg: DemoConfig, seconds_so_far: float) -> dict:
+    """Each training stage's minutes, from what the clock has left after the data stage."""
+    train = max(1.0, cfg.minutes - seconds_so_far / 60 - cfg.reserve_minutes)
+    return {"pretrain_minutes": train * cfg.pretrain_share, "finetune_minutes": train * (1 - cfg.pretrain_share)}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -68,49 +86,60 @@ def run_demo(cfg: DemoConfig) -> dict:
     (run / "demo-config.json").write_text(json.dumps(asdict(cfg), indent=2))
     started = time.perf_counter()
     common = [f"model_preset={cfg.preset}", f"token_budget={cfg.token_budget}", f"window={cfg.token_budget * 8}",
-              f"num_workers={cfg.workers}", f"seed={cfg.seed}"]
+              f"num_workers={cfg.workers}", f"seed={cfg.seed}", f"lr={cfg.lr}", f"warmup_steps={cfg.warmup_steps}",
+              "lr_schedule=polynomial", "max_source_tokens=128", "max_target_tokens=128"]
 
     def data():
-        nmt, tok = nmt_tokenizer(8000)
-        english = [d for _, d in zip(range(cfg.pretrain_documents), read_documents([fetch("pretrain-en") / "train.txt"]))]
-        mono = list(read_documents([nmt / "train.src", nmt / "train.tgt"]))  # one side at a time: no pairs
-        write_block_shards(english + mono, tok.path, run / "pretrain-shards", seq_len=128,
-                           docs_per_shard=max(1, (len(english) + len(mono)) // 8))
+        nmt, tok = nmt_tokenizer(cfg.vocab_size)
+        if cfg.pretrain_share > 0:
+            english = [d for _, d in zip(range(cfg.pretrain_documents),
+                                         read_documents([fetch("pretrain-en") / "train.txt"]))]
+            mono = list(read_documents([nmt / "train.src", nmt / "train.tgt"]))  # one side at a time: no pairs
+            write_block_shards(english + mono, tok.path, run / "pretrain-shards", seq_len=128,
+                               docs_per_shard=max(1, (len(english) + len(mono)) // 8))
+        else:
+            english = mono = []
         return {"nmt": str(nmt), "tokenizer": str(tok.path), "english_documents": len(english),
                 "nmt_lines": len(mono)}
 
     info = _stage(run, "data", "fetch the corpora, train the tokenizer, write shards", data)
+    plan_path = run / "plan.json"
+    if not plan_path.is_file():  # once: a resumed demo keeps its first plan
+        plan_path.write_text(json.dumps(plan(cfg, time.perf_counter() - started), indent=2))
+    budget = json.loads(plan_path.read_text())
 
     def pretrain():
         run_training(load_config("small", [f"shards={run / 'pretrain-shards'}", f"tokenizer={info['tokenizer']}",
-                                           f"run_dir={run / 'pretrain'}", f"max_steps={cfg.pretrain_steps}",
-                                           f"checkpoint_every={max(1, cfg.pretrain_steps // 3)}",
-                                           f"warmup_steps={max(1, cfg.pretrain_steps // 4)}",
-                                           "max_source_tokens=128", "max_target_tokens=128",
-                                           *common]))
+                                           f"run_dir={run / 'pretrain'}", f"max_minutes={budget['pretrain_minutes']}",
+                                           f"max_steps={cfg.max_pretrain_steps or 10 ** 9}",
+                                           "checkpoint_every=200", *common]))
 
-    _stage(run, "pretrain", f"pretrain a {cfg.preset} JANUS: {cfg.pretrain_steps} steps, {cfg.workers} Ray workers "
-                            f"x DeepSpeed ZeRO-2", pretrain)
+    if cfg.pretrain_share > 0:
+        _stage(run, "pretrain", f"pretrain a {cfg.preset} JANUS for {budget['pretrain_minutes']:.1f} min, "
+                                f"{cfg.workers} Ray workers x DeepSpeed ZeRO-2", pretrain)
 
     def finetune():
-        run_finetune("nmt", info["nmt"], str(run / "pretrain"), "small",
-                     [f"run_dir={run / 'finetune'}", f"max_steps={cfg.finetune_steps}",
-                      f"checkpoint_every={max(1, cfg.finetune_steps // 2)}",
-                      f"eval_every={max(1, cfg.finetune_steps // 2)}", f"dev_examples={min(50, cfg.eval_examples)}",
-                      f"warmup_steps={max(1, cfg.finetune_steps // 4)}", *common])
+        every = max(1, cfg.max_finetune_steps // 2) if cfg.max_finetune_steps else 150
+        run_finetune("nmt", info["nmt"], str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch", "small",
+                     [f"run_dir={run / 'finetune'}", f"tokenizer={info['tokenizer']}",
+                      f"max_minutes={budget['finetune_minutes']}", f"max_steps={cfg.max_finetune_steps or 10 ** 9}",
+                      f"checkpoint_every={every}", f"eval_every={every}", f"dev_examples={cfg.dev_examples}", *common])
 
-    _stage(run, "finetune", f"fine-tune en-de NMT from the pretrained checkpoint: {cfg.finetune_steps} steps", finetune)
+    _stage(run, "finetune", f"fine-tune en-de NMT{' from the pretrained checkpoint' if cfg.pretrain_share > 0 else ''} "
+                            f"for {budget['finetune_minutes']:.1f} min", finetune)
 
     def evaluation():
         model, tok, _ = load_model(run / "finetune")
-        pairs = check_task("nmt", info["nmt"], splits=("test",))["test"][:cfg.eval_examples]
+        pairs = check_task("nmt", info["nmt"], splits=("test",))["test"][:cfg.eval_examples or None]
         results = evaluate(model, tok, pairs, "nmt", modes("all", iterations=(1, 4, 10)),
-                           latency_examples=cfg.latency_examples, repeats=1)  # interleaved, one pass: the demo's clock
-        write_results(results, run / "eval", "nmt", f"en-de NMT, first {len(pairs)} test pairs")
-        return {k: {m: v for m, v in r.items() if m != "hypotheses"} for k, r in results.items()}
+                           latency_examples=cfg.latency_examples, repeats=1,  # interleaved, one pass: the demo's clock
+                           first={"draft": cfg.draft_examples})
+        write_results(results, run / "eval", "nmt", f"en-de NMT, {len(pairs)} test pairs")
+        samples = _samples(pairs, results)
+        return {"scores": {k: {m: v for m, v in r.items() if m != "hypotheses"} for k, r in results.items()},
+                "samples": samples}
 
-    results = _stage(run, "evaluate", f"evaluate AR, NAR and draft-and-verify on {cfg.eval_examples} test pairs",
-                     evaluation)
+    evaluated = _stage(run, "evaluate", "evaluate AR, NAR and draft-and-verify on the test split", evaluation)
 
     def export():
         out = export_checkpoint(str(run / "finetune"), str(run / "export"), force=True)  # a rerun replaces its own export
@@ -124,27 +153,63 @@ def run_demo(cfg: DemoConfig) -> dict:
         if (run / name / "loss.png").is_file():
             shutil.copy(run / name / "loss.png", run / f"loss-{name}.png")
     shutil.copy(run / "eval" / "frontier.png", run / "frontier.png")
-    report = _report(run, cfg, info, results, time.perf_counter() - started)
+    report = _report(run, cfg, info, budget, evaluated, time.perf_counter() - started)
     print("\n" + (run / "eval" / "results.md").read_text())
     print(f"report: {run / 'report.md'}   export: {run / 'export'}")
     return report
 
 
-def _report(run: Path, cfg: DemoConfig, info: dict, results: dict, seconds: float) -> dict:
+def _samples(pairs: list[tuple[str, str]], results: dict, n: int = 5) -> list[dict]:
+    """n test pairs spread over the split (both corpora), with the output of every mode that decoded them."""
+    scored = max(r["examples"] for r in results.values())
+    picks = [round(i * (scored - 1) / max(1, n - 1)) for i in range(min(n, scored))]
+    return [{"source": pairs[i][0], "reference": pairs[i][1],
+             **{name: r["hypotheses"][i] for name, r in results.items() if i < r["examples"]}} for i in picks]
+
+
+def _report(run: Path, cfg: DemoConfig, info: dict, budget: dict, evaluated: dict, seconds: float) -> dict:
     stages = {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((run / "stages").glob("*.done"))}
     best = json.loads((run / "finetune" / "checkpoints" / "best.json").read_text())
-    last = {name: json.loads((run / name / "metrics.jsonl").read_text().splitlines()[-1])
-            for name in ("pretrain", "finetune")}
-    lines = [f"# JANUS demo ({time.strftime('%Y-%m-%d')})", "",
-             f"A `{cfg.preset}` JANUS pretrained for {cfg.pretrain_steps} steps on monolingual English "
-             f"({info['english_documents']} documents of the Debian documentation corpus) and the en/de sides of the "
-             f"NMT corpus, then fine-tuned for {cfg.finetune_steps} steps on LibreOffice help + DDTP en-de; "
-             f"{cfg.workers} Ray workers x DeepSpeed ZeRO-2, {cfg.token_budget} target tokens per worker per step, CPU.",
-             "", f"Final training loss: pretraining {last['pretrain']['loss']:.3f}, fine-tuning "
-             f"{last['finetune']['loss']:.3f}; best dev BLEU {best['value']:.2f} at step {best['step']} (kept).", "",
+    stages_run = [name for name in ("pretrain", "finetune") if (run / name / "metrics.jsonl").is_file()]
+    last = {name: json.loads((run / name / "metrics.jsonl").read_text().splitlines()[-1]) for name in stages_run}
+    trained = []
+    if "pretrain" in last:
+        trained.append(f"pretrained for {last['pretrain']['step']} steps ({budget['pretrain_minutes']:.1f} min) on "
+                       f"monolingual English ({info['english_documents']} documents of the Debian documentation "
+                       f"corpus) and the en/de sides of the NMT corpus, then")
+    trained.append(f"fine-tuned {'' if 'pretrain' in last else 'from scratch '}for {last['finetune']['step']} steps "
+                   f"({budget['finetune_minutes']:.1f} min, {last['finetune']['tokens']:,} target tokens) on "
+                   f"LibreOffice help + DDTP en-de")
+    scores = evaluated["scores"]
+    modes_shown = list(scores)
+    sample_rows = []
+    for i, sample in enumerate(evaluated["samples"], 1):
+        sample_rows += [f"**{i}.** source: {sample['source']}", "", "| | output |", "|---|---|",
+                        f"| reference | {sample['reference']} |",
+                        *[f"| {name} | {sample[name]} |" for name in modes_shown if name in sample], ""]
+    minutes = cfg.minutes
+    lines = [f"# JANUS demo ({time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} minutes)", "",
+             f"A `{cfg.preset}` JANUS {' '.join(trained)}; {cfg.workers} Ray workers x DeepSpeed ZeRO-2, "
+             f"{cfg.token_budget} target tokens per worker per step, "
+             f"{'GPU' if _on_gpu() else 'CPU'}.", "",
+             "Final training loss: " + ", ".join(f"{name} {last[name]['loss']:.3f}" for name in stages_run) +
+             f"; best dev BLEU {best['value']:.2f} at step {best['step']} (the checkpoint evaluated and exported).", "",
              (run / "eval" / "results.md").read_text(), "",
+             "## Sample translations", "",
+             "Five test pairs spread over the split, the reference and every mode's output.", "", *sample_rows,
+             "## Curves", "",
+             "![pretraining loss](loss-pretrain.png)" if "pretrain" in last else "", "",
+             "![fine-tuning loss](loss-finetune.png)", "", "![quality / latency](frontier.png)", "",
              "| stage | seconds |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in stages.items()], "",
-             "![pretraining loss](loss-pretrain.png)", "", "![fine-tuning loss](loss-finetune.png)", "",
-             "![quality / latency](frontier.png)", ""]
+             "## A better model", "",
+             f"This model had {minutes:g} minutes. Every stage scales with the clock: `janus demo --minutes "
+             f"{int(minutes * 3)} --run-dir runs/demo-{int(minutes * 3)}` trains {3}x as long (see the README "
+             f"for the BLEU at 30 and 90 minutes), and on a GPU the same minutes buy far more steps.", ""]
     (run / "report.md").write_text("\n".join(lines))
-    return {"results": results, "stages": stages}
+    return {"results": scores, "stages": stages}
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -114,3 +114,14 @@ def task_scores(task: str, hyps: list[str], refs: list[str]) -> dict:
         out["bleu2"], out["bleu_signature"] = bleu(hyps, refs, 2)
         out["distinct1"], out["distinct2"] = distinct(hyps, 1), distinct(hyps, 2)
     return out
+
+
+def paired_bootstrap(system: list[str], baseline: list[str], refs: list[str], samples: int = 1000) -> float:
+    """sacreBLEU's paired bootstrap resampling (Koehn, 2004) of corpus BLEU: the p-value of `system`'s
+    difference from `baseline` on the same references (sacreBLEU's fixed seed)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    _, scores = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()}, [refs],
+                           test_type="bs", n_samples=samples)()
+    return float(scores["BLEU"][1].p_value)

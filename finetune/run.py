@@ -18,17 +18,22 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class DevEvaluator:
-    """Called by every worker with its model: (metric name, value) on the first dev pairs."""
+    """Called by every worker with its model: (metric name, value) on the first dev pairs, decoded AR
+    greedy, or NAR mask-predict T=4 for a model trained without an AR term (CMLM-only)."""
 
-    def __init__(self, task: str, pairs: list[tuple[str, str]], tokenizer: str):
+    def __init__(self, task: str, pairs: list[tuple[str, str]], tokenizer: str, objective_name: str = "janus"):
+        from janus.objective import objective
+
         self.task, self.pairs, self.tokenizer = task, pairs, tokenizer
+        self.nar = not objective(objective_name).needs_ar and objective(objective_name).bang_streams == 0
 
     def __call__(self, model) -> tuple[str, float]:
         from janus.generate import Mode, translate
         from janus.tokenizer import Tokenizer
 
         was_training = model.training
-        hyps = translate(model, Tokenizer(self.tokenizer), [s for s, _ in self.pairs], Mode("ar_greedy", "ar_greedy"))
+        mode = Mode("nar_T4", "nar", iterations=4) if self.nar else Mode("ar_greedy", "ar_greedy")
+        hyps = translate(model, Tokenizer(self.tokenizer), [s for s, _ in self.pairs], mode)
         model.train(was_training)
         metric = PRIMARY[self.task]
         return metric, task_scores(self.task, hyps, [t for _, t in self.pairs])[metric]
@@ -82,7 +87,7 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
     per_shard = math.ceil(len(splits["train"]) / max(4, 2 * cfg.num_workers))
     write_pair_shards(splits["train"], tok_path, shards, pairs_per_shard=per_shard, replace=True)  # reused if unchanged
     cfg.shards = str(shards)
-    return cfg, DevEvaluator(task, splits["dev"][:cfg.dev_examples], str(tok_path.resolve()))
+    return cfg, DevEvaluator(task, splits["dev"][:cfg.dev_examples], str(tok_path.resolve()), cfg.objective)
 
 
 def run_finetune(task: str, data: str, init: str, config: str | None = None, overrides: list[str] = (),

@@ -11,6 +11,8 @@ Writes results.json and results.md (with the commit and the config) and results.
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -26,14 +28,21 @@ OPTIONAL_ARMS = ("bang-cross-stream",)  # run only when named in --arms
 
 @dataclass
 class StudyConfig:
-    budget: int = 300  # optimizer steps per arm
+    budget: int = 300  # most optimizer steps of a baseline arm
+    janus_ratio: float = 1.0  # JANUS arms get budget x this (the release: 200k vs 100k updates, 2.0)
+    eval_every: int = 0  # dev evaluations every N steps (0: budget // 10); the best-dev checkpoint is scored
+    patience: int = 0  # > 0: an arm stops after this many dev evaluations without a new best
+    dev_examples: int = 200
     preset: str = "small"
+    dropout: float = -1.0  # >= 0 replaces the preset's (the release: 0.3 on IWSLT)
     token_budget: int = 1024  # target tokens per worker per step
     workers: int = 2
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     lr: float = 1e-3
+    warmup_steps: int = 0  # 0: budget // 10
     vocab_size: int = 8000  # of the NMT joint tokenizer and the English one (summarization, dialogue)
-    test_examples: int = 200
+    train_pairs: int = 0  # > 0: NMT trains on this fixed subset of the training pairs
+    test_examples: int = 0  # 0: the whole test split
     latency_examples: int = 10
     tasks: tuple[str, ...] = ("nmt", "summarization", "dialogue")
     arms: tuple[str, ...] = NMT_ARMS
@@ -57,28 +66,65 @@ def _settings(objective_name: str):
                              bang_cross_stream=trained.bang_cross_stream) if m.kind in kinds]
 
 
+def _steps(study: StudyConfig, objective_name: str) -> int:
+    return round(study.budget * study.janus_ratio) if objective_name.startswith("janus") else study.budget
+
+
 def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: str, init: str, tokenizer: Path,
-         name: str) -> dict:
-    from finetune.evaluate import load_model
+         name: str, seed: int) -> dict:
+    from finetune.evaluate import load_model, write_results
     from finetune.run import run_finetune
+    from pretrain import checkpoint
 
     run_dir = out / "runs" / name
+    steps = _steps(study, objective_name)
+    every = study.eval_every or max(1, study.budget // 10)
     overrides = [f"run_dir={run_dir}", f"model_preset={study.preset}", f"objective={objective_name}",
-                 f"max_steps={study.budget}", f"checkpoint_every={study.budget}", "eval_every=0",
+                 f"max_steps={steps}", f"checkpoint_every={every}", f"eval_every={every}",
+                 f"patience={study.patience}", f"dev_examples={study.dev_examples}", f"dropout={study.dropout}",
                  f"token_budget={study.token_budget}", f"window={study.token_budget * 8}",
-                 f"num_workers={study.workers}", f"seed={study.seed}", f"warmup_steps={max(1, study.budget // 10)}",
+                 f"num_workers={study.workers}", f"seed={seed}",
+                 f"warmup_steps={study.warmup_steps or max(1, study.budget // 10)}",
                  f"lr={study.lr}", *([f"tokenizer={tokenizer}"] if init == "scratch" else [])]
-    print(f"study: {name}: {objective_name} on {task}, {study.budget} steps from {init}", flush=True)
-    start = time.perf_counter()
-    run_finetune(task, str(data), init, "small", overrides)
-    train_s = time.perf_counter() - start
-    model, tok, _ = load_model(run_dir)
-    pairs = check_task(task, data, splits=("test",))["test"][:study.test_examples]
+    print(f"study: {name}: {objective_name} on {task}, at most {steps} steps from {init}, seed {seed}", flush=True)
+    run_finetune(task, str(data), init, "small", overrides)  # a run directory with checkpoints resumes
+    model, tok, _ = load_model(run_dir)  # the best-dev checkpoint
+    pairs = check_task(task, data, splits=("test",))["test"][:study.test_examples or None]
     results = evaluate(model, tok, pairs, task, _settings(objective_name), latency_examples=study.latency_examples)
-    final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    write_results(results, run_dir / "test", task, f"{name}: {len(pairs)} test examples")  # the .hyp files
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    dev = [json.loads(line) for line in (run_dir / "dev.jsonl").read_text().splitlines()] \
+        if (run_dir / "dev.jsonl").is_file() else []
+    best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
     return {"task": task, "objective": objective_name, "init": init if init == "scratch" else "pretrained",
-            "train_seconds": train_s, "final_loss": final["loss"],
+            "seed": seed, "steps": metrics[-1]["step"], "max_steps": steps, "train_seconds": metrics[-1]["elapsed_s"],
+            "target_tokens": metrics[-1]["tokens"], "final_loss": metrics[-1]["loss"],
+            "best_dev": best["value"], "best_dev_step": best["step"], "dev_metric": best["metric"],
+            "stopped": "patience" if metrics[-1]["step"] < steps else "budget",
+            "dev_curve": [[d["step"], d[best["metric"]]] for d in dev], "test_examples": len(pairs),
+            "hypotheses": str((run_dir / "test").relative_to(out)),
+            "checkpoint_step": checkpoint.best_step(run_dir / "checkpoints"),
             "results": {k: {m: v for m, v in r.items() if m != "hypotheses"} for k, r in results.items()}}
+
+
+def subset(data: Path, n: int, out: Path, seed: int = 0) -> Path:
+    """A fixed random subset of n training pairs (dev and test whole), written once as a task directory."""
+    import random
+
+    from janus.files import atomic_write
+
+    target = out / f"data-{data.name}-{n}"
+    if (target / "train.tgt").is_file():
+        return target
+    src, tgt = (data / "train.src").read_text().splitlines(), (data / "train.tgt").read_text().splitlines()
+    keep = sorted(random.Random(seed).sample(range(len(src)), min(n, len(src))))
+    target.mkdir(parents=True, exist_ok=True)
+    for split in ("dev", "test"):
+        for side in ("src", "tgt"):
+            atomic_write(target / f"{split}.{side}", (data / f"{split}.{side}").read_bytes())
+    atomic_write(target / "train.src", "".join(src[i] + "\n" for i in keep).encode())
+    atomic_write(target / "train.tgt", "".join(tgt[i] + "\n" for i in keep).encode())  # last: marks it whole
+    return target
 
 
 def _pretrain(study: StudyConfig, out: Path, tokenizer: Path) -> Path:
@@ -132,118 +178,202 @@ def run_study(study: StudyConfig, out: str | Path = "runs/study") -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
-    done = out / "arms.json"  # finished arms survive an interruption; rerunning continues
+    done = out / "arms.json"  # finished (arm, seed) runs survive an interruption; rerunning continues
     if done.is_file():
         rows = json.loads(done.read_text())
 
     def arm(name, *args):
-        if name not in rows:
-            rows[name] = _arm(study, out, *args, name=name)
-            done.write_text(json.dumps(rows, indent=1))
+        for seed in study.seeds:
+            key = f"{name}-s{seed}"
+            if key not in rows:
+                rows[key] = _arm(study, out, *args, name=key, seed=seed)
+                done.write_text(json.dumps(rows, indent=1))
 
+    data_for = {}
     if "nmt" in study.tasks:
         data, tok = nmt_tokenizer(study.vocab_size)
+        if study.train_pairs:
+            data = subset(data, study.train_pairs, out)
+        data_for["nmt"] = data
         for objective_name in study.arms:
             arm(f"nmt-{objective_name}", "nmt", data, objective_name, "scratch", tok.path)
     english = english_tokenizer(study.vocab_size) if {"summarization", "dialogue"} & set(study.tasks) else None
     if "summarization" in study.tasks:
-        data = fetch("summarization")
+        data = data_for["summarization"] = fetch("summarization")
         arm("summarization-janus-scratch", "summarization", data, "janus", "scratch", english)
         if "bang" in study.arms:
             arm("summarization-bang-scratch", "summarization", data, "bang", "scratch", english)
-        if "summarization-janus-pretrained" not in rows:
+        if not all(f"summarization-janus-pretrained-s{seed}" in rows for seed in study.seeds):
             pre = _pretrain(study, out, english)
             arm("summarization-janus-pretrained", "summarization", data, "janus", str(pre), english)
     if "dialogue" in study.tasks:
-        data = fetch("dialogue")
+        data = data_for["dialogue"] = fetch("dialogue")
         arm("dialogue-janus-scratch", "dialogue", data, "janus", "scratch", english)
         if "bang" in study.arms:
             arm("dialogue-bang-scratch", "dialogue", data, "bang", "scratch", english)
-    report = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "config": asdict(study), "arms": rows,
-              "claims": claims(rows)}
+    refs = {task: [t for _, t in check_task(task, d, splits=("test",))["test"][:study.test_examples or None]]
+            for task, d in data_for.items()}
+    summary = aggregate(rows)
+    report = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "config": asdict(study),
+              "load_average": os.getloadavg()[0], "arms": rows, "summary": summary,
+              "claims": claims(rows, summary, out, refs)}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text(markdown(report))
-    plot(rows, out / "results.png")
+    plot(rows, summary, out / "results.png")
     print((out / "results.md").read_text())
     return report
 
 
-def _score(rows, name, setting):
-    r = rows.get(name, {}).get("results", {}).get(setting)
-    return None if r is None else r[PRIMARY[rows[name]["task"]]]
+def _arm_name(key: str) -> str:
+    return key.rsplit("-s", 1)[0]
 
 
-def claims(rows: dict) -> list[dict]:
-    """The paper's claims, checked on these numbers."""
-    out = []
-
-    def claim(text, a, b, margin):
-        if a is not None and b is not None:
-            # below 1 point on both sides the models have not learned the task: no verdict
-            holds = None if max(a, b) < 1.0 else a - b >= margin
-            out.append({"claim": text, "ours": round(a - b, 2), "scores": [round(a, 2), round(b, 2)],
-                        "needed": margin, "holds": holds})
-
-    claim("JANUS-AR >= AR-only + 1 BLEU", _score(rows, "nmt-janus", "ar_beam5"), _score(rows, "nmt-ar", "ar_beam5"), 1)
-    claim("JANUS-NAR(T=10) >= CMLM-only(T=10) + 2 BLEU", _score(rows, "nmt-janus", "nar_T10"),
-          _score(rows, "nmt-cmlm", "nar_T10"), 2)
-    claim("JANUS-AR >= BANG-AR (NMT)", _score(rows, "nmt-janus", "ar_beam5"), _score(rows, "nmt-bang", "ar_beam5"), 0)
-    claim("JANUS-NAR(T=10) >= BANG-NAR (NMT)", _score(rows, "nmt-janus", "nar_T10"),
-          _score(rows, "nmt-bang", "bang_nar"), 0)
-    for task in ("summarization", "dialogue"):
-        claim(f"JANUS-AR >= BANG-AR ({task})", _score(rows, f"{task}-janus-scratch", "ar_beam5"),
-              _score(rows, f"{task}-bang-scratch", "ar_beam5"), 0)
-        claim(f"JANUS-NAR(T=10) >= BANG-NAR ({task})", _score(rows, f"{task}-janus-scratch", "nar_T10"),
-              _score(rows, f"{task}-bang-scratch", "bang_nar"), 0)
-    claim("pretrained JANUS >= scratch JANUS (summarization, AR)",
-          _score(rows, "summarization-janus-pretrained", "ar_beam5"),
-          _score(rows, "summarization-janus-scratch", "ar_beam5"), 0)
+def aggregate(rows: dict) -> dict:
+    """Per arm (all its seeds): mean and standard deviation of every test score, the steps, the time."""
+    arms: dict[str, list[dict]] = {}
+    for key, row in rows.items():
+        arms.setdefault(_arm_name(key), []).append(row)
+    out = {}
+    for name, runs in arms.items():
+        metric = PRIMARY[runs[0]["task"]]
+        scores = {setting: [r["results"][setting][metric] for r in runs] for setting in runs[0]["results"]}
+        out[name] = {"task": runs[0]["task"], "metric": metric, "seeds": [r["seed"] for r in runs],
+                     "scores": {k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+                                    "runs": v} for k, v in scores.items()},
+                     "latency_ms_b1": {k: statistics.median(r["results"][k]["latency_ms_b1"] for r in runs)
+                                       for k in scores},
+                     "steps": statistics.mean(r["steps"] for r in runs),
+                     "train_minutes": statistics.mean(r["train_seconds"] for r in runs) / 60,
+                     "target_tokens": statistics.mean(r["target_tokens"] for r in runs),
+                     "best_dev": statistics.mean(r["best_dev"] for r in runs),
+                     "best_dev_step": statistics.mean(r["best_dev_step"] for r in runs),
+                     "stopped": sorted({r["stopped"] for r in runs})}
     return out
+
+
+def _hypotheses(rows: dict, out: Path, arm: str, setting: str) -> dict[int, list[str]]:
+    return {row["seed"]: (out / row["hypotheses"] / f"{setting}.hyp").read_text().splitlines()
+            for key, row in rows.items() if _arm_name(key) == arm and (out / row["hypotheses"] / f"{setting}.hyp").is_file()}
+
+
+def claims(rows: dict, summary: dict, out: Path, refs: dict[str, list[str]]) -> list[dict]:
+    """The paper's claims on these runs: the difference of the seed means, and sacreBLEU's paired bootstrap
+    over every seed's outputs pooled (seed s of one arm against seed s of the other, same references).
+    Holds: the difference reaches the margin and, for a claimed gain, is positive with p < 0.05."""
+    from finetune.metrics import paired_bootstrap
+
+    found = []
+
+    def claim(text, a, a_setting, b, b_setting, margin):
+        if a not in summary or b not in summary or a_setting not in summary[a]["scores"] \
+                or b_setting not in summary[b]["scores"]:
+            return
+        ma, mb = summary[a]["scores"][a_setting]["mean"], summary[b]["scores"][b_setting]["mean"]
+        p = None
+        ha, hb = _hypotheses(rows, out, a, a_setting), _hypotheses(rows, out, b, b_setting)
+        seeds = sorted(set(ha) & set(hb))
+        task_refs = refs.get(summary[a]["task"])
+        if seeds and task_refs and summary[a]["metric"] == "bleu":
+            if all(len(ha[s]) == len(task_refs) == len(hb[s]) for s in seeds):
+                p = paired_bootstrap([h for s in seeds for h in ha[s]], [h for s in seeds for h in hb[s]],
+                                     [r for _ in seeds for r in task_refs])
+        diff = ma - mb
+        if max(ma, mb) < 1.0:
+            verdict = "no verdict (both below 1 point)"
+        elif diff < margin:
+            verdict = "does not hold"
+        elif margin >= 0 and (diff <= 0 or (p is not None and p >= 0.05)):  # a gain must be one, significantly
+            verdict = "no verdict (not significant)"
+        else:
+            verdict = "holds"
+        found.append({"claim": text, "scores": [round(ma, 2), round(mb, 2)],
+                      "sd": [round(summary[a]["scores"][a_setting]["sd"], 2),
+                             round(summary[b]["scores"][b_setting]["sd"], 2)],
+                      "difference": round(diff, 2), "needed": margin, "p_value": p, "seeds": seeds,
+                      "verdict": verdict, "holds": verdict == "holds" if not verdict.startswith("no") else None})
+
+    claim("JANUS-AR >= AR-only + 1 BLEU", "nmt-janus", "ar_beam5", "nmt-ar", "ar_beam5", 1.0)
+    claim("JANUS-AR >= AR with R-Drop", "nmt-janus", "ar_beam5", "nmt-ar-rdrop", "ar_beam5", 0.0)
+    claim("JANUS-NAR(T=10) >= CMLM-only(T=10) + 2 BLEU", "nmt-janus", "nar_T10", "nmt-cmlm", "nar_T10", 2.0)
+    claim("JANUS-NAR(T=10) within 2 BLEU of AR-only beam 5", "nmt-janus", "nar_T10", "nmt-ar", "ar_beam5", -2.0)
+    claim("JANUS-AR >= BANG-AR (NMT)", "nmt-janus", "ar_beam5", "nmt-bang", "ar_beam5", 0.0)
+    claim("JANUS-NAR(T=10) >= BANG-NAR (NMT)", "nmt-janus", "nar_T10", "nmt-bang", "bang_nar", 0.0)
+    for task in ("summarization", "dialogue"):
+        claim(f"JANUS-AR >= BANG-AR ({task})", f"{task}-janus-scratch", "ar_beam5", f"{task}-bang-scratch",
+              "ar_beam5", 0.0)
+        claim(f"JANUS-NAR(T=10) >= BANG-NAR ({task})", f"{task}-janus-scratch", "nar_T10",
+              f"{task}-bang-scratch", "bang_nar", 0.0)
+    claim("pretrained JANUS >= scratch JANUS (summarization, AR)", "summarization-janus-pretrained", "ar_beam5",
+          "summarization-janus-scratch", "ar_beam5", 0.0)
+    return found
 
 
 def markdown(report: dict) -> str:
     c = report["config"]
-    lines = [f"# JANUS study ({report['date']}, commit {report['commit']})", "",
-             f"Every arm: `{c['preset']}` model, {c['budget']} steps x {c['workers']} workers x {c['token_budget']} "
-             f"target tokens, seed {c['seed']}, from scratch unless marked; test = first {c['test_examples']} "
-             f"examples; latency at batch 1 over {c['latency_examples']} examples; peak lr {c['lr']}, "
-             f"vocabulary {c.get('vocab_size', 8000)}.", "",
-             "| arm | task | metric | setting | score | latency b1 (ms) | speed-up vs AR beam 5 | final loss |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, row in report["arms"].items():
-        metric = PRIMARY[row["task"]]
-        for setting, r in row["results"].items():
-            speed = r.get("speedup_vs_ar_beam5")
-            lines.append(f"| {name} | {row['task']} | {metric} | {setting} | {r[metric]:.2f} | {r['latency_ms_b1']:.1f} | "
-                         f"{'' if speed is None else f'{speed:.2f}x'} | {row['final_loss']:.3f} |")
+    seeds = ", ".join(str(s) for s in c["seeds"])
+    patience = f", patience {c['patience']} evaluations" if c["patience"] else ""
+    lines = [f"# JANUS study ({report['date']}, commit {report['commit']}, load average "
+             f"{report.get('load_average', float('nan')):.1f} at the end)", "",
+             f"Every arm: `{c['preset']}` model, dropout {c['dropout'] if c['dropout'] >= 0 else 'of the preset'}, "
+             f"at most {c['budget']} steps (JANUS arms x{c['janus_ratio']:g}) x {c['workers']} workers x "
+             f"{c['token_budget']} target tokens, dev every {c['eval_every'] or c['budget'] // 10} steps"
+             f"{patience}, "
+             f"scored with its best-dev checkpoint; seeds {seeds}; from scratch unless marked; "
+             f"{'train subset ' + format(c['train_pairs'], ',') + ' pairs; ' if c['train_pairs'] else ''}"
+             f"test = {'the whole split' if not c['test_examples'] else 'first ' + str(c['test_examples']) + ' examples'}; "
+             f"latency at batch 1 over {c['latency_examples']} examples; peak lr {c['lr']}, vocabulary "
+             f"{c.get('vocab_size', 8000)}.", "",
+             "| arm | seeds | steps | train min | target tokens | best dev (step) | setting | test score mean ± sd | "
+             "latency b1 (ms) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, arm in report["summary"].items():
+        for setting, sc in arm["scores"].items():
+            lines.append(f"| {name} | {len(arm['seeds'])} | {arm['steps']:.0f} ({'/'.join(arm['stopped'])}) | "
+                         f"{arm['train_minutes']:.1f} | {arm['target_tokens'] / 1e6:.2f}M | {arm['best_dev']:.2f} "
+                         f"({arm['best_dev_step']:.0f}) | {setting} | {sc['mean']:.2f} ± {sc['sd']:.2f} | "
+                         f"{arm['latency_ms_b1'][setting]:.1f} |")
     lines += ["", "## The paper's claims at this scale", "",
-              "| claim | scores | difference | needed | holds |", "|---|---|---|---|---|"]
-    verdict = {True: "yes", False: "no", None: "no verdict (both below 1 point)"}
+              "| claim | mean ± sd | difference | needed | p (paired bootstrap) | verdict |", "|---|---|---|---|---|---|"]
     for cl in report["claims"]:
-        lines.append(f"| {cl['claim']} | {cl['scores'][0]:.2f} vs {cl['scores'][1]:.2f} | {cl['ours']:+.2f} | "
-                     f"{cl['needed']:+} | {verdict[cl['holds']]} |")
-    lines += ["", "![results](results.png)", ""]
+        p = "" if cl["p_value"] is None else f"{cl['p_value']:.3f}"
+        lines.append(f"| {cl['claim']} | {cl['scores'][0]:.2f} ± {cl['sd'][0]:.2f} vs {cl['scores'][1]:.2f} ± "
+                     f"{cl['sd'][1]:.2f} | {cl['difference']:+.2f} | {cl['needed']:+} | {p} | {cl['verdict']} |")
+    lines += ["", "Per run (arm-seed): `arms.json`; each run's test outputs: `runs/<arm>-s<seed>/test/`.", "",
+              "![results](results.png)", ""]
     return "\n".join(lines)
 
 
-def plot(rows: dict, path: Path) -> None:
+def plot(rows: dict, summary: dict, path: Path) -> None:
+    """Left: every run's dev curve (the metric that picks its checkpoint); right: test quality against
+    batch-1 latency, seed means."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for i, (name, row) in enumerate(rows.items()):
-        metric = PRIMARY[row["task"]]
-        for setting, r in row["results"].items():
-            ax.scatter(r["latency_ms_b1"], r[metric], color=f"C{i % 10}", marker="o" if setting.startswith("ar") else "^")
-            ax.annotate(f"{name}:{setting}", (r["latency_ms_b1"], r[metric]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per example at batch 1 (ms)")
-    ax.set_ylabel("primary metric (BLEU / ROUGE-L / BLEU-2)")
-    ax.set_title("study: quality vs latency per arm (o = AR, ^ = NAR)")
-    ax.grid(alpha=0.3)
+    fig, (dev, front) = plt.subplots(1, 2, figsize=(13, 5))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(summary)}
+    for key, row in rows.items():
+        name = _arm_name(key)
+        if row.get("dev_curve"):
+            steps, values = zip(*row["dev_curve"])
+            dev.plot(steps, values, color=colours[name], alpha=0.8, linewidth=1.2,
+                     label=name if key.endswith(f"-s{summary[name]['seeds'][0]}") else None)
+    dev.set_xlabel("step")
+    dev.set_ylabel("dev metric (AR greedy; CMLM: NAR T=4)")
+    dev.set_title("dev curves, every seed")
+    dev.grid(alpha=0.3)
+    dev.legend(fontsize=7)
+    for name, arm in summary.items():
+        for setting, sc in arm["scores"].items():
+            front.errorbar(arm["latency_ms_b1"][setting], sc["mean"], yerr=sc["sd"], color=colours[name],
+                           fmt="o" if setting.startswith("ar") else "^", capsize=3)
+            front.annotate(f"{name}:{setting}", (arm["latency_ms_b1"][setting], sc["mean"]), fontsize=6,
+                           xytext=(3, 3), textcoords="offset points")
+    front.set_xscale("log")
+    front.set_xlabel("latency per example at batch 1 (ms)")
+    front.set_ylabel("test score (BLEU / ROUGE-L / BLEU-2), mean ± sd over seeds")
+    front.set_title("quality vs latency (o = AR, ^ = NAR)")
+    front.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

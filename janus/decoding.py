@@ -86,14 +86,26 @@ class ARStepper:
                            self.enc.length_logits.index_select(0, index))
 
 
-def _max_len(model: JanusModel, max_len: int) -> int:
-    return min(max_len, model.cfg.max_positions)
+def _caps(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor) -> torch.Tensor:
+    """Per example, the most target items (BOS and EOS included) decoding may produce: `max_len` (one
+    int for all, or one per example) within the model's positions."""
+    caps = max_len if torch.is_tensor(max_len) else torch.full((src.shape[0],), int(max_len))
+    return caps.to(device=src.device, dtype=torch.long).clamp(2, model.cfg.max_positions)
+
+
+def _only_eos(logp: torch.Tensor, rows: torch.Tensor, eos: int) -> None:
+    """At its last allowed position a row may only end."""
+    if bool(rows.any()):
+        keep = logp[rows, eos].clone()
+        logp[rows] = float("-inf")
+        logp[rows, eos] = keep
 
 
 @torch.no_grad()
-def ar_greedy(model: JanusModel, src: torch.Tensor, max_len: int = 200) -> list[Hypothesis]:
+def ar_greedy(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor = 200) -> list[Hypothesis]:
     cfg = model.cfg
-    limit = _max_len(model, max_len)
+    caps = _caps(model, src, max_len)
+    limit = int(caps.max())
     stepper = ARStepper(model, model.encode(src))
     b = src.shape[0]
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
@@ -101,8 +113,7 @@ def ar_greedy(model: JanusModel, src: torch.Tensor, max_len: int = 200) -> list[
     done = torch.zeros(b, dtype=torch.bool, device=src.device)
     for t in range(1, limit):
         logp = stepper.step(prev)
-        if t == limit - 1:
-            logp[:, torch.arange(logp.shape[1], device=logp.device) != cfg.eos_id] = float("-inf")
+        _only_eos(logp, caps - 1 <= t, cfg.eos_id)
         best, nxt = logp.max(-1)
         scores += best.masked_fill(done, 0.0)
         nxt = nxt.masked_fill(done, cfg.pad_id)
@@ -118,11 +129,12 @@ def ar_greedy(model: JanusModel, src: torch.Tensor, max_len: int = 200) -> list[
 
 @torch.no_grad()
 def ar_beam(model: JanusModel, src: torch.Tensor, beam: int = 5, length_penalty: float = 1.0,
-            max_len: int = 200) -> list[Hypothesis]:
+            max_len: int | torch.Tensor = 200) -> list[Hypothesis]:
     """Beam search; a finished hypothesis scores sum(log p) / len^length_penalty (len incl. EOS).
     An example stops once it has `beam` finished hypotheses."""
     cfg = model.cfg
-    limit = _max_len(model, max_len)
+    caps = _caps(model, src, max_len)
+    limit, beam_caps = int(caps.max()), caps.repeat_interleave(beam)
     b, dev = src.shape[0], src.device
     stepper = ARStepper(model, _repeat(model.encode(src), beam))
     scores = torch.full((b, beam), float("-inf"), device=dev)
@@ -133,8 +145,7 @@ def ar_beam(model: JanusModel, src: torch.Tensor, beam: int = 5, length_penalty:
     for t in range(1, limit):
         logp = stepper.step(prev)
         vocab = logp.shape[-1]
-        if t == limit - 1:
-            logp[:, torch.arange(vocab, device=logp.device) != cfg.eos_id] = float("-inf")
+        _only_eos(logp, beam_caps - 1 <= t, cfg.eos_id)
         cand = (scores.unsqueeze(-1) + logp.view(b, beam, vocab)).view(b, -1)
         top_s, top_i = cand.topk(2 * beam, dim=1)
         top_s, top_i = top_s.tolist(), top_i.tolist()
@@ -170,18 +181,21 @@ def ar_beam(model: JanusModel, src: torch.Tensor, beam: int = 5, length_penalty:
     return [max(f, key=lambda h: h.score) for f in finished]
 
 
-def length_candidates(length_logits: torch.Tensor, length_beam: int, min_len: int, max_len: int) -> torch.Tensor:
-    """[B, length_beam] target lengths (incl. BOS/EOS): the predicted length L, then L-1, L+1, L-2, L+2."""
+def length_candidates(length_logits: torch.Tensor, length_beam: int, min_len: int,
+                      max_len: int | torch.Tensor) -> torch.Tensor:
+    """[B, length_beam] target lengths (incl. BOS/EOS): the predicted length L, then L-1, L+1, L-2, L+2,
+    within [min_len, max_len] (max_len: one int, or [B, 1] per example)."""
     if not 1 <= length_beam <= 5:
         raise ValueError(f"length_beam={length_beam} must be between 1 and 5")
     offsets = torch.tensor([0, -1, 1, -2, 2][:length_beam], device=length_logits.device)
     best = length_logits.argmax(-1, keepdim=True)
-    return (best + offsets).clamp(min_len, max_len)
+    cap = max_len if torch.is_tensor(max_len) else torch.tensor(max_len, device=best.device)
+    return torch.minimum((best + offsets).clamp(min=min_len), cap.clamp(min=min_len))
 
 
 @torch.no_grad()
 def mask_predict(model: JanusModel, src: torch.Tensor, iterations: int = 10, length_beam: int = 3,
-                 max_len: int = 200, trace: list | None = None) -> list[Hypothesis]:
+                 max_len: int | torch.Tensor = 200, trace: list | None = None) -> list[Hypothesis]:
     """Mask-predict (Ghazvininejad et al.) on the NAR content stream. Pass 0 predicts every token;
     after pass t the n = N*(T-t)/T lowest-probability tokens are re-masked and re-predicted. All T passes
     run. The candidate length with the highest mean log-prob wins. `trace`, if given, receives per
@@ -191,7 +205,8 @@ def mask_predict(model: JanusModel, src: torch.Tensor, iterations: int = 10, len
         raise ValueError(f"iterations={iterations} must be >= 1")
     b, dev = src.shape[0], src.device
     enc = model.encode(src)
-    lengths = length_candidates(enc.length_logits, length_beam, 3, _max_len(model, max_len)).flatten()
+    caps = _caps(model, src, max_len).unsqueeze(1)
+    lengths = length_candidates(enc.length_logits, length_beam, 3, caps).flatten()
     enc = _repeat(enc, length_beam)
     memory = model.memory_kv(enc)
     n_cand, width = lengths.shape[0], int(lengths.max())
@@ -235,21 +250,22 @@ class DraftStats:
 
 
 @torch.no_grad()
-def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int = 200,
+def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor = 200,
                      stats: DraftStats | None = None) -> list[Hypothesis]:
     """Greedy AR output, produced in fewer sequential steps. Each round the NAR content stream drafts every
     token after the accepted prefix at once (to the predicted length, the prefix given as observed tokens);
     one AR forward scores the whole draft; the longest prefix where the draft equals the AR argmax is kept,
     plus the AR token at the first disagreement. Every kept token is the AR argmax given what precedes it,
     so the output is AR greedy's. Examples are decoded one at a time."""
-    return [_draft_one(model, src[i:i + 1][:, :int(src[i].ne(model.cfg.pad_id).sum())], max_len, stats)
+    caps = _caps(model, src, max_len).tolist()
+    return [_draft_one(model, src[i:i + 1][:, :int(src[i].ne(model.cfg.pad_id).sum())], caps[i], stats)
             for i in range(src.shape[0])]
 
 
 def _draft_one(model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None) -> Hypothesis:
     cfg = model.cfg
     dev = src.device
-    limit = _max_len(model, max_len)
+    limit = max_len  # already within the model's positions
     enc = model.encode(src)
     stepper = ARStepper(model, enc)
     predicted = int(enc.length_logits.argmax(-1))
@@ -291,7 +307,7 @@ def _draft_one(model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftS
 
 @torch.no_grad()
 def bang_generate(model: JanusModel, src: torch.Tensor, streams: int = 4, block: int | None = None,
-                  max_len: int = 200, cross_stream: bool = False) -> list[Hypothesis]:
+                  max_len: int | torch.Tensor = 200, cross_stream: bool = False) -> list[Hypothesis]:
     """Decoding a BANG-trained model. `block` tokens per decoder pass: semi-NAR, where in each round the
     query of stream j predicts position m+j from the m+1 tokens decoded so far (block <= streams; block 1
     is AR through stream 1). block=None is NAR: one pass over [bos, MASK, ...], position t predicted by
@@ -300,7 +316,7 @@ def bang_generate(model: JanusModel, src: torch.Tensor, streams: int = 4, block:
     from janus.masks import bang_items
 
     cfg = model.cfg
-    limit = _max_len(model, max_len)
+    limit = int(_caps(model, src, max_len).max())
     b, dev = src.shape[0], src.device
     enc = model.encode(src)
     memory = model.memory_kv(enc)

@@ -30,7 +30,8 @@ class Mode:
     streams: int = 4  # BANG: the model's predicting streams; bang_semi emits this many tokens per pass
     cross_stream: bool = False  # BANG: trained with the cross-stream-visible masks
 
-    def decode(self, model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None = None):
+    def decode(self, model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor,
+               stats: DraftStats | None = None):
         if self.kind == "ar_greedy":
             return ar_greedy(model, src, max_len=max_len)
         if self.kind == "ar_beam":
@@ -65,18 +66,30 @@ def modes(kind: str = "all", beam: int = 5, iterations: tuple[int, ...] = (1, 2,
     return chosen[kind]
 
 
+# The longest output decoding may produce for a source of n tokens, as fairseq's --max-len-a/--max-len-b:
+# a * n + b target tokens. 2n + 10 holds 99.5% of the en-de test references (1.5n + 10: 99.0%); an
+# under-trained model that never emits EOS stops there instead of at max_positions.
+MAX_LEN_A, MAX_LEN_B = 2.0, 10
+
+
 @torch.no_grad()
 def translate(model: JanusModel, tok: Tokenizer, sources: list[str], mode: Mode, batch_size: int = 32,
-              stats: DraftStats | None = None) -> list[str]:
+              stats: DraftStats | None = None, max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B) -> list[str]:
+    """Decodes in batches of similar source length (less padding, and a batch ends when its longest
+    output does); the outputs come back in the order of `sources`."""
     model.eval()
     device = next(model.parameters()).device
     max_pos = model.cfg.max_positions
-    out = []
-    for i in range(0, len(sources), batch_size):
-        ids = [tok.encode(s)[:max_pos] for s in sources[i:i + batch_size]]
-        max_len = min(max_pos, 2 * max(len(x) for x in ids) + 10)
-        hyps = mode.decode(model, pad_batch(ids).to(device), max_len, stats)
-        out.extend(tok.decode([h.tokens for h in hyps]))
+    ids = [tok.encode(s)[:max_pos] for s in sources]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[str] = [""] * len(ids)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = [ids[i] for i in chunk]
+        caps = torch.tensor([int(max_len_a * len(x)) + max_len_b + 2 for x in batch])  # + BOS and EOS
+        hyps = mode.decode(model, pad_batch(batch).to(device), caps, stats)
+        for i, text in zip(chunk, tok.decode([h.tokens for h in hyps])):
+            out[i] = text
     return out
 
 

@@ -168,6 +168,14 @@ class JanusModel(nn.Module):
         self.embed = VocabParallelEmbedding(cfg.vocab_size, d, init_method=_normal_init(d ** -0.5),
                                             config=megatron_config(), tp_group=tp_group())
         self.output = TiedOutput(self.embed)
+        # [MASK] starts at zero. It is the input of every position that predicts (the AR and AUX query streams,
+        # the masked NAR positions), the residual stream carries that input at norm ~sqrt(d), and the output
+        # is tied: a random [MASK] row would start every prediction at [MASK] with a logit ~sqrt(d) (a first
+        # loss of ~ln(V) + 4 at d 128, not ln(V)) and spend the first steps unlearning it
+        with torch.no_grad():
+            start, end = self.embed.vocab_start_index, self.embed.vocab_end_index
+            if start <= cfg.mask_id < end:
+                self.embed.weight[cfg.mask_id - start].zero_()
         self.embed_scale = math.sqrt(d)
         self.positions = nn.Embedding(cfg.max_positions, d)
         nn.init.normal_(self.positions.weight, std=d ** -0.5)

@@ -28,6 +28,10 @@ class TrainConfig:
     objective: str = "janus-pretrain"  # janus-pretrain | janus | ar | cmlm
     seed: int = 0
     max_steps: int = 100
+    # > 0: the run also ends (checkpointed, and evaluated when fine-tuning) once its step loop has run this
+    # long, all sessions together, and a polynomial lr schedule decays by this clock; a run that stops on
+    # time is not step-for-step reproducible, one that stops at max_steps is
+    max_minutes: float = 0.0
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
     num_workers: int = 2  # Ray workers (= torch ranks)
@@ -54,6 +58,8 @@ class TrainConfig:
     lock_wait_s: float = 60.0  # how long a start waits for another live run of this run_dir to exit
     init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
     eval_every: int = 0  # fine-tuning: dev metric every N steps; the best checkpoint is kept
+    patience: int = 0  # fine-tuning: > 0 ends the run after this many dev evaluations without a new best
+    dropout: float = -1.0  # >= 0 replaces the preset's dropout (the release trains NMT at 0.3)
     task: str = ""  # fine-tuning: nmt | summarization | question_generation | dialogue
     dev_examples: int = 200  # fine-tuning: dev pairs decoded (AR greedy) for the dev metric
     peak_gflops: float = 0.0  # per-rank matmul peak for MFU; 0 = measure at start
@@ -86,13 +92,15 @@ class TrainConfig:
             need(getattr(self, key) >= 1, key, "must be a positive integer")
         need(self.num_workers >= 1, "num_workers", "must be >= 1 (one Ray worker per rank; there is no "
                                                    "in-process mode)")
-        for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "eval_every", "seed",
+        for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "eval_every", "patience", "seed",
                     "debug_sigkill_at_step"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
-        for key in ("grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops", "shard_retries",
+        for key in ("max_minutes", "grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops", "shard_retries",
                     "shard_backoff_s", "shard_wait_s"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
+        need(self.dropout < 1.0, "dropout", "must be below 1 (or < 0 for the preset's)")
+        need(not self.patience or self.eval_every > 0, "patience", "needs eval_every > 0 (dev evaluations to count)")
         need(self.shard_timeout_s > 0, "shard_timeout_s", "must be > 0")
         need(not self.shard_reader or "{url}" in self.shard_reader, "shard_reader",
              "must contain {url}, e.g. 'aws s3 cp {url} -'")

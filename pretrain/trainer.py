@@ -60,15 +60,16 @@ def _on_signals(handler, interrupt: bool = False) -> None:
 
 
 def lr_at(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", total: int = 0,
-          end: float = 0.0, power: float = 1.0) -> float:
-    """Linear warmup to `peak`, then inverse square root decay, or polynomial decay to `end` at `total`."""
+          end: float = 0.0, power: float = 1.0, time_left: float = 1.0) -> float:
+    """Linear warmup to `peak`, then inverse square root decay, or polynomial decay to `end` at `total`
+    steps or when `time_left` (the fraction of a time budget still unspent) reaches 0, whichever is first."""
     s, w = step + 1, max(1, warmup)
     if s <= w:
         return peak * s / w
     if schedule == "inverse_sqrt":
         return peak * math.sqrt(w / s)
     if schedule == "polynomial":
-        left = max(0.0, 1 - (s - w) / max(1, total - w))
+        left = max(0.0, min(1 - (s - w) / max(1, total - w), time_left))
         return end + (peak - end) * left ** power
     raise ValueError(f"lr_schedule {schedule!r}: choose inverse_sqrt or polynomial")
 
@@ -124,6 +125,8 @@ class Counters:
     tokens: int = 0  # target tokens trained on, all ranks
     nonfinite: int = 0  # batches skipped for a non-finite loss
     nonfinite_in_row: int = 0
+    seconds: float = 0.0  # wall clock spent in the step loop, every session of the run together
+    evals_since_best: int = 0  # dev evaluations since the best one (patience)
 
 
 def _checkpoint_files(cfg: TrainConfig, model) -> dict[str, bytes]:
@@ -159,6 +162,8 @@ def train_worker(config: dict) -> None:
     evaluator = config.get("evaluator")
     ensure_launcher_env()
     torch.set_flush_denormal(True)
+    if not torch.cuda.is_available():  # one thread per core this worker was given: more only oversubscribes
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if torch.cuda.is_available():  # Ray shares the node's GPUs among its workers: LOCAL_RANK picks this one's
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     init_parallel(cfg.tensor_parallel)
@@ -188,6 +193,8 @@ def train_worker(config: dict) -> None:
     tok = Tokenizer(cfg.tokenizer)
     # a resumed run keeps its checkpoint's shape; fine-tuning from `init` takes that model's (with this dropout)
     model_cfg = preset(cfg.model_preset, vocab_size=tok.vocab_size)
+    if cfg.dropout >= 0:
+        model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
     if latest is not None:
         saved = json.loads((root / checkpoint.tag_for(latest) / "config.json").read_text())["model"]
         model_cfg = ModelConfig.from_dict(saved)
@@ -247,16 +254,19 @@ def train_worker(config: dict) -> None:
     stop_flag, diverged_flag = run_dir / PREEMPT_FLAG, run_dir / DIVERGED_FLAG
     _on_signals(lambda *_: stop_flag.touch())  # e.g. Slurm signalling every task
     start, drawn = time.perf_counter(), 0
-    last_step_end = start
+    last_step_end, spent_before = start, counters.seconds
+    budget_s = cfg.max_minutes * 60
     fault = None
     try:
         for batch in loader:
             drawn += 1
-            if counters.step >= cfg.max_steps:
+            if counters.step >= cfg.max_steps or (budget_s > 0 and counters.seconds >= budget_s) \
+                    or (cfg.patience and counters.evals_since_best >= cfg.patience):
                 break
+            time_left = 1.0 - counters.seconds / budget_s if budget_s else 1.0  # agreed by every rank below
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr_at(counters.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.max_steps, cfg.lr_end,
-                                    cfg.lr_power)
+                                    cfg.lr_power, time_left)
             # counted on the host copy, so that logging needs no device sync of its own
             flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
             target_tokens = int(batch.tgt.ne(0).sum())
@@ -265,11 +275,14 @@ def train_worker(config: dict) -> None:
             if drawn in bad_batches:
                 loss = loss * float("nan")
             # one collective and one host sync per step decide for every rank together whether to stop (a
-            # signal arrived) or to skip the step (a non-finite loss), so no rank waits in a collective another left
+            # signal arrived), to skip the step (a non-finite loss) or to make it the last (the time budget is
+            # spent), so no rank waits in a collective another left; the slowest rank's clock is everyone's
             flags = torch.stack([torch.tensor(float(stop_flag.exists()), device=loss.device),
-                                 (~torch.isfinite(loss.detach())).float()])
+                                 (~torch.isfinite(loss.detach())).float(),
+                                 torch.tensor(spent_before + time.perf_counter() - start, device=loss.device)])
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            stop, bad = flags.tolist()
+            stop, bad, counters.seconds = flags.tolist()
+            final = counters.step + 1 >= cfg.max_steps or (budget_s > 0 and counters.seconds >= budget_s)
             if stop > 0:
                 if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
                     save()
@@ -327,9 +340,8 @@ def train_worker(config: dict) -> None:
                         writer.add_scalar(f"train/{key}", value, counters.step)
                 bar.update(counters.step, f"loss {record['loss']:.3f} {record['tokens_per_s']:.0f} tok/s "
                                           f"MFU {record['mfu']:.0%}")
-            due = counters.step % cfg.checkpoint_every == 0 or counters.step == cfg.max_steps
-            if evaluator is not None and cfg.eval_every and (counters.step % cfg.eval_every == 0
-                                                             or counters.step == cfg.max_steps):
+            due = counters.step % cfg.checkpoint_every == 0 or final
+            if evaluator is not None and cfg.eval_every and (counters.step % cfg.eval_every == 0 or final):
                 name, value = evaluator(engine.module)  # every rank decodes: TP/ZeRO-3 forwards are collective
                 best = checkpoint.best_step(root)
                 best_value = json.loads((root / "best.json").read_text())["value"] if best is not None else None
@@ -338,11 +350,18 @@ def train_worker(config: dict) -> None:
                     writer.add_scalar(f"dev/{name}", value, counters.step)
                     with open(run_dir / "dev.jsonl", "a") as f:
                         f.write(json.dumps({"step": counters.step, name: value}) + "\n")
-                if best_value is None or value > best_value:
+                improved = best_value is None or value > best_value
+                counters.evals_since_best = 0 if improved else counters.evals_since_best + 1
+                if improved:
                     save()
                     due = False
                     if rank == 0:
                         checkpoint.mark_best(root, counters.step, name, value)
+                elif cfg.patience and counters.evals_since_best >= cfg.patience:
+                    final, due = True, True  # the dev metric has stopped improving: this step is the run's last
+                    if rank == 0:
+                        print(f"dev {name} has not improved for {cfg.patience} evaluations (best {best_value:.2f} at "
+                              f"step {best}): stopping at step {counters.step}", flush=True)
                 dist.barrier()
             if due:
                 save()
@@ -350,6 +369,11 @@ def train_worker(config: dict) -> None:
                     and not (run_dir / "debug-killed").exists():
                 (run_dir / "debug-killed").touch()
                 os.kill(os.getpid(), signal.SIGKILL)
+            if final:
+                if rank == 0 and budget_s and counters.seconds >= budget_s:
+                    print(f"time budget max_minutes={cfg.max_minutes:g} spent: stopped at step {counters.step}",
+                          flush=True)
+                break
     except FileFault as err:  # every rank raises the same one (checkpoint.save agrees on it)
         fault = str(err)
     if rank == 0:

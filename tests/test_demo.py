@@ -10,9 +10,9 @@ def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
     from janus.export import verify_export
 
     run = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "cluster.cli", "demo", "--run-dir", str(run), "--preset", "tiny",
-           "--pretrain-steps", "4", "--finetune-steps", "4", "--eval-examples", "6", "--latency-examples", "1",
-           "--pretrain-documents", "300"]
+    cmd = [sys.executable, "-m", "cluster.cli", "demo", "--run-dir", str(run), "--preset", "tiny", "--minutes", "3",
+           "--pretrain-share", "0.5", "--max-pretrain-steps", "4", "--max-finetune-steps", "4", "--eval-examples", "6",
+           "--draft-examples", "3", "--latency-examples", "1", "--pretrain-documents", "300"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for stage in ("data", "pretrain", "finetune", "evaluate", "export"):
@@ -23,10 +23,14 @@ def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert list(metrics) == ["ar_beam5", "ar_greedy", "nar_T1", "nar_T4", "nar_T10", "draft"]
     assert metrics["draft"]["identical_to_ar_greedy"] == 1.0
+    assert metrics["ar_beam5"]["examples"] == 6 and metrics["draft"]["examples"] == 3
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["pretrain_minutes"] == plan["finetune_minutes"] > 0  # the clock split by --pretrain-share
     report = (run / "report.md").read_text()
-    for needle in ("| ar_beam5 |", "| nar_T4 |", "| draft |", "sacreBLEU signature", "loss-pretrain.png",
-                   "frontier.png"):
+    for needle in ("| ar_beam5 | 6 |", "| nar_T4 | 6 |", "| draft | 3 |", "sacreBLEU signature", "loss-pretrain.png",
+                   "frontier.png", "## Sample translations", "| reference |", "janus demo --minutes 9"):
         assert needle in report, needle
+    assert report.count("| nar_T10 | ") == 1 + 5  # the table's row and one per sample
     for png in ("loss-pretrain.png", "loss-finetune.png", "frontier.png"):
         assert (run / png).stat().st_size > 10_000, png
     assert verify_export(run / "export") == []
