@@ -261,7 +261,7 @@ def _check(args) -> int:
 def _demo(args) -> int:
     from cluster.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(run_dir=args.run_dir, minutes=args.minutes, preset=args.preset,
+    run_demo(DemoConfig(run_dir=args.run_dir, minutes=args.minutes, preset=args.preset, vocab_size=args.vocab_size,
                         pretrain_share=args.pretrain_share, max_pretrain_steps=args.max_pretrain_steps,
                         max_finetune_steps=args.max_finetune_steps, eval_examples=args.eval_examples,
                         draft_examples=args.draft_examples, latency_examples=args.latency_examples,
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=defaults.minutes,
                       help="the demo's whole wall clock; every stage is sized from it")
     demo.add_argument("--preset", default=defaults.preset)
+    demo.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="of the joint en-de tokenizer")
     demo.add_argument("--pretrain-share", type=float, default=defaults.pretrain_share,
                       help="fraction of the training time spent pretraining (0: fine-tune from scratch)")
     demo.add_argument("--max-pretrain-steps", type=int, default=0, help="a step cap besides the clock")

@@ -138,6 +138,9 @@ def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill_(~allowed, float("-inf")).unsqueeze(1)
 
 
+NEVER = -1e4  # the logit offset of ids that are never a target: exp() is 0, and KL terms stay finite
+
+
 class TiedOutput(nn.Module):
     """The output projection, tied to the (vocab-parallel) embedding: the same Parameter registered
     here too, so that a module owns it when logits are computed (ZeRO-3 gathers a parameter only
@@ -168,14 +171,19 @@ class JanusModel(nn.Module):
         self.embed = VocabParallelEmbedding(cfg.vocab_size, d, init_method=_normal_init(d ** -0.5),
                                             config=megatron_config(), tp_group=tp_group())
         self.output = TiedOutput(self.embed)
-        # [MASK] starts at zero. It is the input of every position that predicts (the AR and AUX query streams,
-        # the masked NAR positions), the residual stream carries that input at norm ~sqrt(d), and the output
-        # is tied: a random [MASK] row would start every prediction at [MASK] with a logit ~sqrt(d) (a first
-        # loss of ~ln(V) + 4 at d 128, not ln(V)) and spend the first steps unlearning it
-        with torch.no_grad():
-            start, end = self.embed.vocab_start_index, self.embed.vocab_end_index
-            if start <= cfg.mask_id < end:
-                self.embed.weight[cfg.mask_id - start].zero_()
+        # pad, BOS and [MASK] are never a target: their logits are pinned far below the others, in training
+        # too. [MASK] is the input of every position that predicts (the AR and AUX query streams, the masked NAR
+        # positions), the residual stream carries it at norm ~sqrt(d) and the output is tied, so a free [MASK]
+        # logit starts every prediction at [MASK] (~sqrt(d) above the rest: a first loss of ln(V) + 3.4 to 4.1
+        # at d 128) and the first steps go to unlearning it. (Zeroing the [MASK] row instead fixed the first
+        # loss but left the query streams only their positions as input, and AR stalled on the unigram plateau.)
+        start, end = self.embed.vocab_start_index, self.embed.vocab_end_index
+        allowed = torch.ones(end - start, dtype=torch.bool)
+        for special in (cfg.pad_id, cfg.bos_id, cfg.mask_id):
+            if start <= special < end:
+                allowed[special - start] = False
+        self.register_buffer("allowed", allowed, persistent=False)  # this rank's vocab shard
+        self.register_buffer("never", (~allowed).float() * NEVER, persistent=False)
         self.embed_scale = math.sqrt(d)
         self.positions = nn.Embedding(cfg.max_positions, d)
         nn.init.normal_(self.positions.weight, std=d ** -0.5)
@@ -198,7 +206,7 @@ class JanusModel(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied output projection: this rank's vocab shard of the logits."""
-        return self.output(hidden)
+        return self.output(hidden) + self.never.to(hidden.dtype)
 
     # ---- encoder ----
     def encode(self, src: torch.Tensor) -> Encoded:

@@ -94,10 +94,15 @@ class Batch:
 
 
 def label_smoothed_nll(logp: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps: float,
-                       vocab: int) -> torch.Tensor:
+                       allowed: torch.Tensor, n_allowed: int) -> torch.Tensor:
+    """Label smoothing spreads eps over the ids that can be a target (`allowed`, this rank's shard of them)."""
     nll = -vocab_pick(logp, target)
-    loss = (1.0 - eps) * nll - eps * vocab_sum(logp) / vocab if eps > 0 else nll
+    loss = (1.0 - eps) * nll - eps * vocab_sum(logp.masked_fill(~allowed, 0.0)) / n_allowed if eps > 0 else nll
     return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def _targets(model: JanusModel) -> tuple[torch.Tensor, int]:
+    return model.allowed, model.cfg.vocab_size - 3  # all but pad, BOS and [MASK]
 
 
 def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -120,7 +125,7 @@ def bang_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple[to
     h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=model.memory_kv(enc))[:, n:]
     logp = vocab_parallel_log_softmax(model.logits(h)).view(tgt.shape[0], k, n, -1)
     valid = tgt[:, 1:].ne(mc.pad_id).float()
-    terms = {f"stream{s + 1}": label_smoothed_nll(logp[:, s], tgt[:, 1:], valid, cfg.label_smoothing, mc.vocab_size)
+    terms = {f"stream{s + 1}": label_smoothed_nll(logp[:, s], tgt[:, 1:], valid, cfg.label_smoothing, *_targets(model))
              for s in range(k)}
     return sum(terms.values()) / k, terms
 
@@ -131,7 +136,7 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         return bang_loss(model, batch, cfg)
     mc = model.cfg
     tgt = batch.tgt
-    eps, vocab = cfg.label_smoothing, mc.vocab_size
+    eps = cfg.label_smoothing
     enc = model.encode(batch.src)
     memory = model.memory_kv(enc)
     terms: dict[str, torch.Tensor] = {}
@@ -150,11 +155,11 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
         logp_ar = vocab_parallel_log_softmax(model.logits(h))  # row t-1 predicts tgt[:, t]
         valid = tgt[:, 1:].ne(mc.pad_id).float()
-        terms["ar"] = label_smoothed_nll(logp_ar, tgt[:, 1:], valid, eps, vocab)
+        terms["ar"] = label_smoothed_nll(logp_ar, tgt[:, 1:], valid, eps, *_targets(model))
         if cfg.rdrop > 0:  # the same pass again: another dropout mask
             h2 = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)[:, n:]
             logp_ar2 = vocab_parallel_log_softmax(model.logits(h2))
-            terms["ar"] = 0.5 * (terms["ar"] + label_smoothed_nll(logp_ar2, tgt[:, 1:], valid, eps, vocab))
+            terms["ar"] = 0.5 * (terms["ar"] + label_smoothed_nll(logp_ar2, tgt[:, 1:], valid, eps, *_targets(model)))
             terms["rdrop"] = 0.5 * symmetric_kl(logp_ar, logp_ar2, valid)
         # AR predictions of the masked tokens: y_t is predicted at query row t-1
         logp_ar_m = logp_ar.gather(1, (mpos - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, logp_ar.shape[-1]))
@@ -169,11 +174,11 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=memory)
         h_nar = h[:, :length].gather(1, mpos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         logp_nar = vocab_parallel_log_softmax(model.logits(h_nar))
-        terms["nar"] = label_smoothed_nll(logp_nar, y_m, valid_m, eps, vocab)
+        terms["nar"] = label_smoothed_nll(logp_nar, y_m, valid_m, eps, *_targets(model))
         if cfg.needs_aux:
             k = mpos.shape[1]
             logp_aux = vocab_parallel_log_softmax(model.logits(h[:, length + k:]))
-            terms["aux"] = label_smoothed_nll(logp_aux, y_m, valid_m, eps, vocab)
+            terms["aux"] = label_smoothed_nll(logp_aux, y_m, valid_m, eps, *_targets(model))
             terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m)
         if cfg.needs_ar:
             terms["kl_ar_nar"] = symmetric_kl(logp_ar_m, logp_nar, valid_m)

@@ -6,7 +6,7 @@ import torch
 
 from janus.noising import permutation_order, target_mask, text_infilling
 from janus.objective import Batch
-from janus.tokenizer import BOS, EOS, MASK, pad_batch
+from janus.tokenizer import BOS, EOS, MASK, PAD, pad_batch
 
 
 def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) -> list[list[int]]:
@@ -30,7 +30,7 @@ def token_budget_batches(lengths: list[int], budget: int, gen: torch.Generator) 
 def make_batch(src: list[list[int]], tgt: list[list[int]], gen: torch.Generator, masking: str = "release",
                aux_order: str = "left_to_right") -> Batch:
     tgt_t = pad_batch(tgt)
-    masked = target_mask(tgt_t, 0, gen, kind=masking)
+    masked = target_mask(tgt_t, PAD, gen, kind=masking)
     order = permutation_order(tgt_t, gen) if aux_order == "permutation" else None
     return Batch(pad_batch(src), tgt_t, masked, order)
 

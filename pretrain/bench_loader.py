@@ -19,6 +19,7 @@ import torch
 from janus.config import preset
 from janus.model import JanusModel
 from janus.parallel import init_parallel
+from janus.tokenizer import PAD
 from pretrain.bench_model import real_batch, step_time
 from pretrain.datasets import nmt_tokenizer, read_pairs
 from pretrain.loader import LoaderConfig, PairLoader
@@ -35,7 +36,7 @@ def loader_tokens_per_s(location: str, workers: int, batches: int = 150) -> floa
     tokens, start = 0, time.perf_counter()
     for _ in range(batches):
         b = next(it)
-        tokens += int(b.tgt.ne(0).sum())
+        tokens += int(b.tgt.ne(PAD).sum())
     return tokens / (time.perf_counter() - start)
 
 
@@ -76,7 +77,7 @@ def bench_loader(out: str | None = None, vocab_size: int = 8000, url: str | None
     model = JanusModel(preset("small", vocab_size=tok.vocab_size, dropout=0.0))
     batch = real_batch(tok, data, 4096)
     seconds, _ = step_time(model, batch, "janus", warmup=1, reps=3)
-    report["small_janus_step_tokens_per_s"] = int(batch.tgt.ne(0).sum()) / seconds
+    report["small_janus_step_tokens_per_s"] = int(batch.tgt.ne(PAD).sum()) / seconds
     report["loader_over_step"] = min(report["tokens_per_s"].values()) / report["small_janus_step_tokens_per_s"]
     report["load_average"] = os.getloadavg()
     print(f"{'source':<18}{'target tokens/s':>16}{'vs local':>10}")

@@ -19,7 +19,7 @@ from janus.model import JanusModel
 from janus.noising import span_mask
 from janus.objective import Batch, compute_loss, objective
 from janus.parallel import init_parallel
-from janus.tokenizer import Tokenizer, pad_batch
+from janus.tokenizer import PAD, Tokenizer, pad_batch
 from pretrain.datasets import nmt_tokenizer, read_pairs
 
 
@@ -95,7 +95,7 @@ def bench_model(preset_name: str = "small", out: str | None = None, target_token
     data, tok = nmt_tokenizer(vocab_size)
     cfg = preset(preset_name, vocab_size=tok.vocab_size, dropout=0.0)
     batch = real_batch(tok, data, target_tokens)
-    tgt_tokens = int(batch.tgt.ne(0).sum())
+    tgt_tokens = int(batch.tgt.ne(PAD).sum())
     peak = measure_peak_gflops()
     results = {}
     for obj in ("ar", "cmlm", "janus"):
@@ -108,7 +108,7 @@ def bench_model(preset_name: str = "small", out: str | None = None, target_token
     peak_after = measure_peak_gflops()
     report = {
         "preset": preset_name, "threads": threads, "batch_examples": batch.tgt.shape[0],
-        "target_tokens": tgt_tokens, "source_tokens": int(batch.src.ne(0).sum()),
+        "target_tokens": tgt_tokens, "source_tokens": int(batch.src.ne(PAD).sum()),
         "padding_fraction": 1 - tgt_tokens / batch.tgt.numel(),
         "params": sum(p.numel() for p in JanusModel(cfg).parameters()),
         "peak_gflop_s": peak, "peak_gflop_s_after": peak_after,

@@ -269,7 +269,7 @@ def train_worker(config: dict) -> None:
                                     cfg.lr_power, time_left)
             # counted on the host copy, so that logging needs no device sync of its own
             flops = step_flops(model.cfg, batch, obj) / cfg.tensor_parallel  # this rank's share
-            target_tokens = int(batch.tgt.ne(0).sum())
+            target_tokens = int(batch.tgt.ne(model.cfg.pad_id).sum())
             batch = batch.to(engine.device, non_blocking=True)
             loss, terms = compute_loss(engine.module, batch, obj)
             if drawn in bad_batches:

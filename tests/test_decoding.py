@@ -92,3 +92,23 @@ def test_length_beam_is_centred_on_the_prediction():
     assert got.tolist() == [[10, 9, 11, 8, 12], [3, 3, 4, 3, 5]]
     with pytest.raises(ValueError, match="length_beam"):
         length_candidates(logits, 6, 3, 40)
+
+
+@torch.no_grad()
+def test_ar_output_is_capped_per_example_by_its_source_length(tokenizer, real_pairs):
+    """An under-trained model that never ends stops at 2n + 10 tokens for a source of n, each example at
+    its own cap, and `translate` returns the outputs in the order of the sources."""
+    from janus.generate import MAX_LEN_A, MAX_LEN_B, Mode, translate
+
+    torch.manual_seed(0)
+    model = JanusModel(preset("tiny", vocab_size=tokenizer.vocab_size)).eval()
+    model.embed.weight[model.cfg.eos_id].zero_()  # EOS logit 0 against ~N(0, 1) others: never the argmax
+    sources = [real_pairs[0][0], " ".join(s for s, _ in real_pairs[1:4]), real_pairs[4][0]]
+    n = [len(tokenizer.encode(s)) for s in sources]
+    src = pad_batch([tokenizer.encode(s) for s in sources])
+    caps = torch.tensor([int(MAX_LEN_A * k) + MAX_LEN_B + 2 for k in n])
+    for hyps in (ar_greedy(model, src, max_len=caps), ar_beam(model, src, beam=3, max_len=caps)):
+        assert [len(h.tokens) for h in hyps] == (caps - 2).tolist()  # each ran to its own cap, not the batch's
+    together = translate(model, tokenizer, sources, Mode("ar_greedy", "ar_greedy"), batch_size=2)
+    alone = [translate(model, tokenizer, [s], Mode("ar_greedy", "ar_greedy"))[0] for s in sources]
+    assert together == alone

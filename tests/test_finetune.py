@@ -134,6 +134,27 @@ def test_finetuning_starts_from_the_pretrained_weights_and_keeps_the_best_dev_ch
     assert first["ar"] < start["ar"]
 
 
+def test_patience_ends_the_run_when_the_dev_metric_stops_improving(tmp_path, task_dir, tokenizer):
+    from finetune.run import run_finetune
+    from pretrain import checkpoint
+
+    run_dir = tmp_path / "patience"
+    run_finetune("nmt", str(task_dir), "scratch", "tiny",
+                 [f"run_dir={run_dir}", f"tokenizer={tokenizer.path}", "max_steps=40", "eval_every=2",
+                  "checkpoint_every=100", "patience=2", "dev_examples=8"])
+    dev = [json.loads(line) for line in (run_dir / "dev.jsonl").read_text().splitlines()]
+    best, since, stop = float("-inf"), 0, None  # where patience 2 must end the run, from the dev curve
+    for d in dev:
+        best, since = (d["bleu"], 0) if d["bleu"] > best else (best, since + 1)
+        if since == 2:
+            stop = d["step"]
+            break
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert last == (stop or 40) and dev[-1]["step"] == last
+    assert checkpoint.complete_steps(run_dir / "checkpoints")[-1] == last  # the last step is checkpointed
+    assert json.loads((run_dir / "checkpoints" / "best.json").read_text())["value"] == best
+
+
 def test_evaluate_writes_every_output_for_every_mode(finetuned, task_dir, tmp_path):
     out = tmp_path / "eval"
     cli = subprocess.run([sys.executable, "-m", "cluster.cli", "evaluate", "--model", str(finetuned), "--data",

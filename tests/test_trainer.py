@@ -212,6 +212,22 @@ def test_nonfinite_losses_are_skipped_and_k_in_a_row_stop_the_run(tmp_path, data
     assert checkpoint.complete_steps(run_dir / "checkpoints") == [2]
 
 
+def test_a_clock_budget_ends_the_run_at_a_checkpoint_and_drives_the_schedule(tmp_path, data):
+    from pretrain import checkpoint
+    from pretrain.trainer import run_training
+
+    run_dir = tmp_path / "clock"
+    cfg = [*data, f"run_dir={run_dir}", "max_steps=1000000", "checkpoint_every=1000000", "max_minutes=0.1",
+           "lr_schedule=polynomial", "warmup_steps=2"]
+    run_training(load_config("tiny", cfg))
+    rows = _metrics(run_dir)
+    assert 6 <= rows[-1]["elapsed_s"] < 60 and rows[-1]["step"] < 1000000
+    assert checkpoint.complete_steps(run_dir / "checkpoints") == [rows[-1]["step"]]
+    assert rows[-1]["lr"] < 0.3 * max(r["lr"] for r in rows)  # decayed by the clock, not by max_steps
+    run_training(load_config("tiny", cfg))  # started again: the budget is spent, no step is taken
+    assert _metrics(run_dir)[-1]["step"] == rows[-1]["step"]
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigKeyError, match="unknown config key 'max_step'; did you mean 'max_steps'"):
         load_config("tiny", ["max_step=5"])
