@@ -10,9 +10,9 @@ def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
     from janus.export import verify_export
 
     run = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "cluster.cli", "demo", "--run-dir", str(run), "--preset", "tiny", "--vocab-size", "1000", "--minutes", "3",
-           "--pretrain-share", "0.5", "--max-pretrain-steps", "4", "--max-finetune-steps", "4", "--eval-examples", "6",
-           "--draft-examples", "3", "--latency-examples", "1", "--pretrain-documents", "300"]
+    cmd = [sys.executable, "-m", "cluster.cli", "demo", "--run-dir", str(run), "--preset", "tiny", "--vocab-size", "1000",
+           "--minutes", "3", "--pretrain-share", "0.5", "--max-pretrain-steps", "4", "--max-finetune-steps", "4",
+           "--eval-examples", "6", "--draft-examples", "3", "--latency-examples", "1", "--pretrain-documents", "300"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for stage in ("data", "pretrain", "finetune", "evaluate", "export"):
