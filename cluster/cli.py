@@ -196,9 +196,11 @@ def _study(args) -> int:
     if unknown:
         raise ValueError(f"--arms: unknown {sorted(unknown)}; choose from {','.join(NMT_ARMS + OPTIONAL_ARMS)}")
     seeds = tuple(int(x) for x in args.seeds.split(","))
-    run_study(StudyConfig(budget=args.budget, janus_ratio=args.janus_ratio, eval_every=args.eval_every,
+    run_study(StudyConfig(budget=args.budget, janus_ratio=args.janus_ratio, arm_minutes=args.arm_minutes,
+                          eval_every=args.eval_every,
                           patience=args.patience, dev_examples=args.dev_examples, preset=args.preset,
-                          dropout=args.dropout, token_budget=args.token_budget, seeds=seeds, lr=args.lr,
+                          dropout=args.dropout, token_budget=args.token_budget, workers=args.workers, seeds=seeds,
+                          lr=args.lr,
                           warmup_steps=args.warmup_steps, vocab_size=args.vocab, train_pairs=args.train_pairs,
                           test_examples=args.test_examples, tasks=tasks, arms=arms), args.out)
     return 0
@@ -371,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--budget", type=int, required=True, help="most optimizer steps of a baseline arm")
     st.add_argument("--janus-ratio", type=float, default=1.0,
                     help="JANUS arms train up to budget x this (the release's 2:1 updates: 2)")
+    st.add_argument("--arm-minutes", type=float, default=0.0,
+                    help="a baseline arm also stops after this many minutes of steps (JANUS arms: x --janus-ratio)")
     st.add_argument("--eval-every", type=int, default=0, help="dev evaluation every N steps (0: budget/10)")
     st.add_argument("--patience", type=int, default=0, help="stop an arm after N evaluations without a new best dev")
     st.add_argument("--dev-examples", type=int, default=200)
@@ -378,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--preset", default="small")
     st.add_argument("--dropout", type=float, default=-1.0, help="replaces the preset's dropout (the release: 0.3)")
     st.add_argument("--token-budget", type=int, default=1024, help="target tokens per worker per step")
+    st.add_argument("--workers", type=int, default=2, help="Ray workers per arm (one per GPU)")
     st.add_argument("--train-pairs", type=int, default=0, help="a fixed subset of the NMT training pairs (0: all)")
     st.add_argument("--arms", default="", help="comma-separated subset of ar,ar-rdrop,cmlm,janus,bang,janus-permutation "
                     "(default: all six), or bang-cross-stream")

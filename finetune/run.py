@@ -49,9 +49,7 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
     from pretrain.shards import pairs_fingerprint, read_index, write_pair_shards
 
     splits = check_task(task, data)
-    name = config or "tiny"
-    path = Path(name) if Path(name).is_file() else CONFIG_DIR / f"{name}.toml"
-    cfg = load_config(str(path) if path.is_file() else name, overrides)
+    cfg = load_config(config or "tiny", overrides, config_dir=CONFIG_DIR)
     cfg.task, cfg.data_kind = task, "pairs"
     if cfg.long_source == "auto":  # GLGE systems truncate long inputs (fairseq --truncate-source)
         cfg.long_source = "drop" if task == "nmt" else "truncate"
@@ -87,7 +85,9 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
     per_shard = math.ceil(len(splits["train"]) / max(4, 2 * cfg.num_workers))
     write_pair_shards(splits["train"], tok_path, shards, pairs_per_shard=per_shard, replace=True)  # reused if unchanged
     cfg.shards = str(shards)
-    return cfg, DevEvaluator(task, splits["dev"][:cfg.dev_examples], str(tok_path.resolve()), cfg.objective)
+    # spread over the split: its first pairs are often one kind (the en-de dev split opens with chart UI strings)
+    dev = splits["dev"][::max(1, len(splits["dev"]) // cfg.dev_examples)][:cfg.dev_examples]
+    return cfg, DevEvaluator(task, dev, str(tok_path.resolve()), cfg.objective)
 
 
 def run_finetune(task: str, data: str, init: str, config: str | None = None, overrides: list[str] = (),

@@ -30,6 +30,7 @@ OPTIONAL_ARMS = ("bang-cross-stream",)  # run only when named in --arms
 class StudyConfig:
     budget: int = 300  # most optimizer steps of a baseline arm
     janus_ratio: float = 1.0  # JANUS arms get budget x this (the release: 200k vs 100k updates, 2.0)
+    arm_minutes: float = 0.0  # > 0: a baseline arm also stops after this many minutes of steps (JANUS: x ratio)
     eval_every: int = 0  # dev evaluations every N steps (0: budget // 10); the best-dev checkpoint is scored
     patience: int = 0  # > 0: an arm stops after this many dev evaluations without a new best
     dev_examples: int = 200
@@ -66,8 +67,12 @@ def _settings(objective_name: str):
                              bang_cross_stream=trained.bang_cross_stream) if m.kind in kinds]
 
 
+def _ratio(study: StudyConfig, objective_name: str) -> float:
+    return study.janus_ratio if objective_name.startswith("janus") else 1.0
+
+
 def _steps(study: StudyConfig, objective_name: str) -> int:
-    return round(study.budget * study.janus_ratio) if objective_name.startswith("janus") else study.budget
+    return round(study.budget * _ratio(study, objective_name))
 
 
 def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: str, init: str, tokenizer: Path,
@@ -80,7 +85,8 @@ def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: s
     steps = _steps(study, objective_name)
     every = study.eval_every or max(1, study.budget // 10)
     overrides = [f"run_dir={run_dir}", f"model_preset={study.preset}", f"objective={objective_name}",
-                 f"max_steps={steps}", f"checkpoint_every={every}", f"eval_every={every}",
+                 f"max_steps={steps}", f"max_minutes={study.arm_minutes * _ratio(study, objective_name)}",
+                 f"checkpoint_every={every}", f"eval_every={every}",
                  f"patience={study.patience}", f"dev_examples={study.dev_examples}", f"dropout={study.dropout}",
                  f"token_budget={study.token_budget}", f"window={study.token_budget * 8}",
                  f"num_workers={study.workers}", f"seed={seed}",
@@ -100,11 +106,17 @@ def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: s
             "seed": seed, "steps": metrics[-1]["step"], "max_steps": steps, "train_seconds": metrics[-1]["elapsed_s"],
             "target_tokens": metrics[-1]["tokens"], "final_loss": metrics[-1]["loss"],
             "best_dev": best["value"], "best_dev_step": best["step"], "dev_metric": best["metric"],
-            "stopped": "patience" if metrics[-1]["step"] < steps else "budget",
+            "stopped": _stopped(run_dir),
             "dev_curve": [[d["step"], d[best["metric"]]] for d in dev], "test_examples": len(pairs),
             "hypotheses": str((run_dir / "test").relative_to(out)),
             "checkpoint_step": checkpoint.best_step(run_dir / "checkpoints"),
             "results": {k: {m: v for m, v in r.items() if m != "hypotheses"} for k, r in results.items()}}
+
+
+def _stopped(run_dir: Path) -> str:
+    """Why the run ended: max_steps, clock (arm_minutes) or patience (pretrain.trainer writes it)."""
+    path = run_dir / "stopped.json"
+    return json.loads(path.read_text())["why"] if path.is_file() else "unknown"
 
 
 def subset(data: Path, n: int, out: Path, seed: int = 0) -> Path:
@@ -312,10 +324,11 @@ def markdown(report: dict) -> str:
     c = report["config"]
     seeds = ", ".join(str(s) for s in c["seeds"])
     patience = f", patience {c['patience']} evaluations" if c["patience"] else ""
+    clock = f" or {c['arm_minutes']:g} minutes" if c.get("arm_minutes") else ""
     lines = [f"# JANUS study ({report['date']}, commit {report['commit']}, load average "
              f"{report.get('load_average', float('nan')):.1f} at the end)", "",
              f"Every arm: `{c['preset']}` model, dropout {c['dropout'] if c['dropout'] >= 0 else 'of the preset'}, "
-             f"at most {c['budget']} steps (JANUS arms x{c['janus_ratio']:g}) x {c['workers']} workers x "
+             f"at most {c['budget']} steps{clock} (JANUS arms x{c['janus_ratio']:g}) x {c['workers']} workers x "
              f"{c['token_budget']} target tokens, dev every {c['eval_every'] or c['budget'] // 10} steps"
              f"{patience}, "
              f"scored with its best-dev checkpoint; seeds {seeds}; from scratch unless marked; "

@@ -143,16 +143,17 @@ def _coerce(name: str, value, kind):
                              f"got {value!r}") from None
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a TOML config (a name in pretrain/configs/ or a path) and apply key=value overrides."""
+def load_config(path: str | None, overrides: list[str] = (), config_dir: Path = CONFIG_DIR) -> TrainConfig:
+    """Read a TOML config (a path, or a built-in name in `config_dir`: pretrain/configs/, or finetune/configs/
+    for fine-tuning) and apply key=value overrides."""
     values: dict = {}
     if path:
         file = Path(path)
-        if not file.exists() and (CONFIG_DIR / f"{path}.toml").exists():
-            file = CONFIG_DIR / f"{path}.toml"
+        if not file.exists() and (config_dir / f"{path}.toml").exists():
+            file = config_dir / f"{path}.toml"
         if not file.is_file():
             raise FileNotFoundError(f"config {path} not found (built-in configs: "
-                                    f"{sorted(p.stem for p in CONFIG_DIR.glob('*.toml'))})")
+                                    f"{sorted(p.stem for p in config_dir.glob('*.toml'))})")
         try:
             values.update(tomllib.loads(file.read_text(encoding="utf-8")))
         except tomllib.TOMLDecodeError as err:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from janus.files import FileFault, faults
+from janus.files import FileFault, atomic_write, faults
 from pretrain import checkpoint
 from pretrain.config import TrainConfig, save_config
 
@@ -283,6 +283,7 @@ def train_worker(config: dict) -> None:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
             stop, bad, counters.seconds = flags.tolist()
             final = counters.step + 1 >= cfg.max_steps or (budget_s > 0 and counters.seconds >= budget_s)
+            why = "max_steps" if counters.step + 1 >= cfg.max_steps else "clock"
             if stop > 0:
                 if counters.step > 0 and not checkpoint.is_complete(root / checkpoint.tag_for(counters.step), verify=False):
                     save()
@@ -358,7 +359,7 @@ def train_worker(config: dict) -> None:
                     if rank == 0:
                         checkpoint.mark_best(root, counters.step, name, value)
                 elif cfg.patience and counters.evals_since_best >= cfg.patience:
-                    final, due = True, True  # the dev metric has stopped improving: this step is the run's last
+                    final, due, why = True, True, "patience"  # the dev metric has stopped improving: the last step
                     if rank == 0:
                         print(f"dev {name} has not improved for {cfg.patience} evaluations (best {best_value:.2f} at "
                               f"step {best}): stopping at step {counters.step}", flush=True)
@@ -370,9 +371,11 @@ def train_worker(config: dict) -> None:
                 (run_dir / "debug-killed").touch()
                 os.kill(os.getpid(), signal.SIGKILL)
             if final:
-                if rank == 0 and budget_s and counters.seconds >= budget_s:
-                    print(f"time budget max_minutes={cfg.max_minutes:g} spent: stopped at step {counters.step}",
-                          flush=True)
+                if rank == 0:
+                    if why == "clock":
+                        print(f"time budget max_minutes={cfg.max_minutes:g} spent: stopped at step {counters.step}",
+                              flush=True)
+                    atomic_write(run_dir / "stopped.json", json.dumps({"step": counters.step, "why": why}) + "\n")
                 break
     except FileFault as err:  # every rank raises the same one (checkpoint.save agrees on it)
         fault = str(err)

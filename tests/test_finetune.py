@@ -151,6 +151,7 @@ def test_patience_ends_the_run_when_the_dev_metric_stops_improving(tmp_path, tas
             break
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     assert last == (stop or 40) and dev[-1]["step"] == last
+    assert json.loads((run_dir / "stopped.json").read_text()) == {"step": last, "why": "patience" if stop else "max_steps"}
     assert checkpoint.complete_steps(run_dir / "checkpoints")[-1] == last  # the last step is checkpointed
     assert json.loads((run_dir / "checkpoints" / "best.json").read_text())["value"] == best
 

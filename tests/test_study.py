@@ -13,7 +13,7 @@ def _run(out, key, task, scores, hyps, seed):
         (hyp_dir / f"{setting}.hyp").write_text("\n".join(lines) + "\n")
     return {"task": task, "objective": key.split("-")[1], "init": "scratch", "seed": seed, "steps": 100,
             "max_steps": 100, "train_seconds": 60.0, "target_tokens": 1000, "final_loss": 3.0, "best_dev": 5.0,
-            "best_dev_step": 80, "dev_metric": "bleu", "stopped": "budget", "dev_curve": [[50, 3.0], [100, 5.0]],
+            "best_dev_step": 80, "dev_metric": "bleu", "stopped": "max_steps", "dev_curve": [[50, 3.0], [100, 5.0]],
             "test_examples": len(next(iter(hyps.values()))), "hypotheses": str(hyp_dir.relative_to(out)),
             "results": {s: {"bleu": v, "latency_ms_b1": 10.0} for s, v in scores.items()}}
 
@@ -48,7 +48,7 @@ def test_claims_pool_seeds_and_give_each_verdict(tmp_path, real_pairs):
                          "janus_ratio": 2.0, "workers": 2, "token_budget": 1024, "eval_every": 10, "train_pairs": 0,
                          "test_examples": 0, "latency_examples": 10, "lr": 1e-3, "vocab_size": 2000}}
     text = markdown(report)
-    assert "| nmt-janus | 3 | 100 (budget) |" in text and "31.00 ± 1.00" in text
+    assert "| nmt-janus | 3 | 100 (max_steps) |" in text and "31.00 ± 1.00" in text
     assert "| JANUS-NAR(T=10) >= CMLM-only(T=10) + 2 BLEU | 12.00 ± 0.00 vs 11.00 ± 0.00 | +1.00 | +2.0 |" in text
     plot(rows, summary, tmp_path / "results.png")
     assert (tmp_path / "results.png").stat().st_size > 10_000

@@ -223,6 +223,7 @@ def test_a_clock_budget_ends_the_run_at_a_checkpoint_and_drives_the_schedule(tmp
     rows = _metrics(run_dir)
     assert 6 <= rows[-1]["elapsed_s"] < 60 and rows[-1]["step"] < 1000000
     assert checkpoint.complete_steps(run_dir / "checkpoints") == [rows[-1]["step"]]
+    assert json.loads((run_dir / "stopped.json").read_text()) == {"step": rows[-1]["step"], "why": "clock"}
     assert rows[-1]["lr"] < 0.3 * max(r["lr"] for r in rows)  # decayed by the clock, not by max_steps
     run_training(load_config("tiny", cfg))  # started again: the budget is spent, no step is taken
     assert _metrics(run_dir)[-1]["step"] == rows[-1]["step"]
