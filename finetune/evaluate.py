@@ -136,11 +136,13 @@ def plot_frontier(results: dict, path: Path, metric: str, title: str = "") -> No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    most = max(r.get("examples", 0) for r in results.values())
     for name, r in results.items():
         spread = [[r["latency_ms_b1"] - r["latency_ms_b1_p25"]], [r["latency_ms_b1_p75"] - r["latency_ms_b1"]]]
         ax.errorbar(r["latency_ms_b1"], r[metric], xerr=spread, fmt="o", capsize=3,
                     color="C1" if name.startswith(("nar", "bang")) else "C0")
-        ax.annotate(name, (r["latency_ms_b1"], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        label = name if r.get("examples", most) == most else f"{name} (first {r['examples']})"  # another sample
+        ax.annotate(label, (r["latency_ms_b1"], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per example at batch 1 (ms, log scale; bars: quartiles over examples)")
     ax.set_ylabel(metric)
