@@ -92,8 +92,7 @@ def test_two_workers_zero2_loss_falls_with_metrics_and_artifacts(straight):
     rows = _metrics(straight)
     losses = [m["loss"] for m in rows]
     assert [m["step"] for m in rows] == list(range(1, 21))
-    # from ~ln(V) per term (pad/BOS/[MASK] pinned: no early fall from unlearning [MASK]), about 19% in 20 steps
-    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
     for key in ("ar", "nar", "aux", "kl_nar_aux", "kl_ar_aux", "lr", "grad_norm", "tokens_per_s", "mfu",
                 "skipped_nonfinite", "data_skipped"):
         assert key in rows[-1], key
