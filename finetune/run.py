@@ -18,7 +18,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class DevEvaluator:
-    """Called by every worker with its model: (metric name, value) on the first dev pairs, decoded AR
+    """Called by every worker with its model: (metric name, value) on the given dev pairs, decoded AR
     greedy, or NAR mask-predict T=4 for a model trained without an AR term (CMLM-only)."""
 
     def __init__(self, task: str, pairs: list[tuple[str, str]], tokenizer: str, objective_name: str = "janus"):

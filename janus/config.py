@@ -80,7 +80,7 @@ PRESETS: dict[str, dict] = {
     # tests: a model that trains in seconds
     "tiny": dict(d_model=64, n_heads=4, ffn_dim=128, encoder_layers=2, decoder_layers=2, max_positions=128,
                  max_length_classes=128, dropout=0.0),
-    # the CPU demo (`janus demo`): the size that learns most per minute on two cores (README, recipe table)
+    # between: tried for the CPU demo, which trains `tiny` (more steps per minute won; README, recipe table)
     "mini": dict(d_model=128, n_heads=4, ffn_dim=512, encoder_layers=3, decoder_layers=3, max_positions=256),
     # a larger CPU model
     "small": dict(d_model=256, n_heads=4, ffn_dim=1024, encoder_layers=3, decoder_layers=3, max_positions=256),

@@ -184,6 +184,7 @@ class JanusModel(nn.Module):
                 allowed[special - start] = False
         self.register_buffer("allowed", allowed, persistent=False)  # this rank's vocab shard
         self.register_buffer("never", (~allowed).float() * NEVER, persistent=False)
+        self.n_targets = cfg.vocab_size - 3  # the ids that can be a target, all shards together
         self.embed_scale = math.sqrt(d)
         self.positions = nn.Embedding(cfg.max_positions, d)
         nn.init.normal_(self.positions.weight, std=d ** -0.5)

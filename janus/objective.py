@@ -102,7 +102,7 @@ def label_smoothed_nll(logp: torch.Tensor, target: torch.Tensor, valid: torch.Te
 
 
 def _targets(model: JanusModel) -> tuple[torch.Tensor, int]:
-    return model.allowed, model.cfg.vocab_size - 3  # all but pad, BOS and [MASK]
+    return model.allowed, model.n_targets
 
 
 def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
