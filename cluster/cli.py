@@ -202,7 +202,7 @@ def _study(args) -> int:
                           dropout=args.dropout, token_budget=args.token_budget, workers=args.workers, seeds=seeds,
                           lr=args.lr,
                           warmup_steps=args.warmup_steps, vocab_size=args.vocab, train_pairs=args.train_pairs,
-                          test_examples=args.test_examples, tasks=tasks, arms=arms), args.out)
+                          test_examples=args.test_examples, tasks=tasks, arms=arms), args.out, args.runs)
     return 0
 
 
@@ -390,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every arm")
     st.add_argument("--warmup-steps", type=int, default=0, help="0: budget/10")
     st.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary (2000 suits the tiny preset)")
-    st.add_argument("--out", default="runs/study")
+    st.add_argument("--out", default="runs/study",
+                    help="results.{md,json,png} and hyps/ (commit them: a rerun continues from results.json)")
+    st.add_argument("--runs", default=None, help="the arms' run directories (not committed; default OUT/runs)")
     st.set_defaults(func=_study)
 
     submit = sub.add_parser("submit", help="run a janus command on a Slurm or Kubernetes (KubeRay) cluster")

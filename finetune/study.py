@@ -1,12 +1,14 @@
-"""`janus study nmt --budget STEPS`: the paper's comparison at our scale. Same model size, data, seed and step
-budget for every arm; each arm is a fine-tuning run on the shared engine from scratch, evaluated on the
-same test examples with AR beam search and its NAR decoders:
+"""`janus study nmt --budget STEPS`: the paper's comparison at our scale. Same model size, data and budget
+for every arm, each seed; each arm is a fine-tuning run on the shared engine from scratch, stopped by its
+budget or its dev patience, and its best-dev checkpoint is scored on the whole test split with AR beam
+search and its NAR decoders:
 
-  NMT (en-de):    ar, cmlm, janus, bang, janus-permutation
+  NMT (en-de):    ar, ar-rdrop, cmlm, janus, bang, janus-permutation
   summarization:  janus from a JANUS pretraining run vs janus from scratch; bang from scratch
   dialogue:       janus vs bang, from scratch
 
-Writes results.json and results.md (with the commit and the config) and results.png."""
+Writes results.json and results.md (with the commit and the config), results.png and hyps/ (the test
+outputs the paired bootstrap reads), all small enough to commit."""
 
 from __future__ import annotations
 
@@ -75,13 +77,13 @@ def _steps(study: StudyConfig, objective_name: str) -> int:
     return round(study.budget * _ratio(study, objective_name))
 
 
-def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: str, init: str, tokenizer: Path,
-         name: str, seed: int) -> dict:
+def _arm(study: StudyConfig, out: Path, runs: Path, task: str, data: Path, objective_name: str, init: str,
+         tokenizer: Path, name: str, seed: int) -> dict:
     from finetune.evaluate import load_model, write_results
     from finetune.run import run_finetune
     from pretrain import checkpoint
 
-    run_dir = out / "runs" / name
+    run_dir = runs / name
     steps = _steps(study, objective_name)
     every = study.eval_every or max(1, study.budget // 10)
     overrides = [f"run_dir={run_dir}", f"model_preset={study.preset}", f"objective={objective_name}",
@@ -97,7 +99,8 @@ def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: s
     model, tok, _ = load_model(run_dir)  # the best-dev checkpoint
     pairs = check_task(task, data, splits=("test",))["test"][:study.test_examples or None]
     results = evaluate(model, tok, pairs, task, _settings(objective_name), latency_examples=study.latency_examples)
-    write_results(results, run_dir / "test", task, f"{name}: {len(pairs)} test examples")  # the .hyp files
+    write_results(results, run_dir / "test", task, f"{name}: {len(pairs)} test examples")
+    save_hypotheses(results, out / "hyps" / name)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     dev = [json.loads(line) for line in (run_dir / "dev.jsonl").read_text().splitlines()] \
         if (run_dir / "dev.jsonl").is_file() else []
@@ -108,7 +111,7 @@ def _arm(study: StudyConfig, out: Path, task: str, data: Path, objective_name: s
             "best_dev": best["value"], "best_dev_step": best["step"], "dev_metric": best["metric"],
             "stopped": _stopped(run_dir),
             "dev_curve": [[d["step"], d[best["metric"]]] for d in dev], "test_examples": len(pairs),
-            "hypotheses": str((run_dir / "test").relative_to(out)),
+            "hypotheses": f"hyps/{name}",
             "checkpoint_step": checkpoint.best_step(run_dir / "checkpoints"),
             "results": {k: {m: v for m, v in r.items() if m != "hypotheses"} for k, r in results.items()}}
 
@@ -139,7 +142,7 @@ def subset(data: Path, n: int, out: Path, seed: int = 0) -> Path:
     return target
 
 
-def _pretrain(study: StudyConfig, out: Path, tokenizer: Path) -> Path:
+def _pretrain(study: StudyConfig, runs: Path, tokenizer: Path) -> Path:
     """A JANUS pretraining run on the English corpus, for the summarization pretrained-vs-scratch arms."""
     from pretrain.config import load_config
     from pretrain.datasets import fetch
@@ -147,7 +150,7 @@ def _pretrain(study: StudyConfig, out: Path, tokenizer: Path) -> Path:
     from pretrain.shards import read_index, write_block_shards
     from pretrain.trainer import run_training
 
-    shards = out / "pretrain-shards"
+    shards = runs / "pretrain-shards"
     if not (shards / "index.json").is_file():
         # every k-th document (the corpus is grouped by source) for about twice the words the budget
         # consumes, rather than tokenizing all 18M words
@@ -156,11 +159,11 @@ def _pretrain(study: StudyConfig, out: Path, tokenizer: Path) -> Path:
         docs = docs[::max(1, sum(len(d.split()) for d in docs) // wanted)]
         write_block_shards(docs, tokenizer, shards, seq_len=128, docs_per_shard=max(1, len(docs) // 8))
     read_index(shards)
-    run_dir = out / "runs" / "pretrain-janus"
+    run_dir = runs / "pretrain-janus"
     run_training(load_config("small", [f"shards={shards}", f"tokenizer={tokenizer}", f"run_dir={run_dir}",
                                        f"model_preset={study.preset}", f"max_steps={study.budget}",
                                        f"checkpoint_every={study.budget}", f"token_budget={study.token_budget}",
-                                       f"num_workers={study.workers}", f"seed={study.seed}", f"lr={study.lr}",
+                                       f"num_workers={study.workers}", f"seed={study.seeds[0]}", f"lr={study.lr}",
                                        f"warmup_steps={max(1, study.budget // 10)}", "max_source_tokens=128",
                                        "max_target_tokens=128"]))
     return run_dir
@@ -184,56 +187,94 @@ def english_tokenizer(vocab_size: int = 8000) -> Path:
     return path
 
 
-def run_study(study: StudyConfig, out: str | Path = "runs/study") -> dict:
+REGIME = ("budget", "janus_ratio", "arm_minutes", "eval_every", "patience", "dev_examples", "preset", "dropout",
+          "token_budget", "workers", "lr", "warmup_steps", "vocab_size", "train_pairs", "test_examples")
+
+
+def _finished(study: StudyConfig, out: Path) -> dict[str, dict]:
+    """The (arm, seed) runs already in `out/results.json`: the file is committed, so a study continues on a new
+    machine where its run directories are gone. Runs of another regime are not mixed in."""
+    path = out / "results.json"
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    old = report["config"]
+    differ = [k for k in REGIME if k in old and old[k] != getattr(study, k)]
+    if differ:
+        raise ValueError(f"{path}: made with other {', '.join(f'{k}={old[k]!r}' for k in differ)}; rerun with "
+                         "those values to continue it, or give another --out")
+    return report["arms"]
+
+
+def run_study(study: StudyConfig, out: str | Path = "runs/study", runs: str | Path | None = None) -> dict:
+    """Seed by seed, every arm; after each (arm, seed) run the report is rewritten, so what is finished is
+    never lost and rerunning the same command continues with the first run not yet in results.json.
+    `out` holds what is worth committing (results.{md,json,png}, hyps/); `runs` (default out/runs) the run
+    directories and the data subset."""
     from pretrain.datasets import fetch, nmt_tokenizer
 
     out = Path(out)
+    runs = Path(runs) if runs else out / "runs"
     out.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, dict] = {}
-    done = out / "arms.json"  # finished (arm, seed) runs survive an interruption; rerunning continues
-    if done.is_file():
-        rows = json.loads(done.read_text())
-
-    def arm(name, *args):
-        for seed in study.seeds:
-            key = f"{name}-s{seed}"
-            if key not in rows:
-                rows[key] = _arm(study, out, *args, name=key, seed=seed)
-                done.write_text(json.dumps(rows, indent=1))
-
+    rows = _finished(study, out)
+    plan = []  # (name, task, data, objective, init, tokenizer)
     data_for = {}
     if "nmt" in study.tasks:
         data, tok = nmt_tokenizer(study.vocab_size)
-        if study.train_pairs:
-            data = subset(data, study.train_pairs, out)
-        data_for["nmt"] = data
-        for objective_name in study.arms:
-            arm(f"nmt-{objective_name}", "nmt", data, objective_name, "scratch", tok.path)
+        data_for["nmt"] = subset(data, study.train_pairs, runs) if study.train_pairs else data
+        plan += [(f"nmt-{o}", "nmt", data_for["nmt"], o, "scratch", tok.path) for o in study.arms]
     english = english_tokenizer(study.vocab_size) if {"summarization", "dialogue"} & set(study.tasks) else None
+    for task in ("summarization", "dialogue"):
+        if task in study.tasks:
+            data_for[task] = fetch(task)
+            plan.append((f"{task}-janus-scratch", task, data_for[task], "janus", "scratch", english))
+            if "bang" in study.arms:
+                plan.append((f"{task}-bang-scratch", task, data_for[task], "bang", "scratch", english))
     if "summarization" in study.tasks:
-        data = data_for["summarization"] = fetch("summarization")
-        arm("summarization-janus-scratch", "summarization", data, "janus", "scratch", english)
-        if "bang" in study.arms:
-            arm("summarization-bang-scratch", "summarization", data, "bang", "scratch", english)
-        if not all(f"summarization-janus-pretrained-s{seed}" in rows for seed in study.seeds):
-            pre = _pretrain(study, out, english)
-            arm("summarization-janus-pretrained", "summarization", data, "janus", str(pre), english)
-    if "dialogue" in study.tasks:
-        data = data_for["dialogue"] = fetch("dialogue")
-        arm("dialogue-janus-scratch", "dialogue", data, "janus", "scratch", english)
-        if "bang" in study.arms:
-            arm("dialogue-bang-scratch", "dialogue", data, "bang", "scratch", english)
+        plan.append(("summarization-janus-pretrained", "summarization", data_for["summarization"], "janus",
+                     "pretrained", english))
     refs = {task: [t for _, t in check_task(task, d, splits=("test",))["test"][:study.test_examples or None]]
             for task, d in data_for.items()}
+    pretrained = None
+    for seed in study.seeds:
+        for name, task, data, objective_name, init, tokenizer in plan:
+            key = f"{name}-s{seed}"
+            if key in rows:
+                continue
+            if init == "pretrained":
+                pretrained = pretrained or str(_pretrain(study, runs, english))
+                init = pretrained
+            rows[key] = _arm(study, out, runs, task, data, objective_name, init, tokenizer, name=key, seed=seed)
+            report = _report(study, out, rows, refs)
+    report = _report(study, out, rows, refs)
+    print((out / "results.md").read_text())
+    return report
+
+
+def _report(study: StudyConfig, out: Path, rows: dict, refs: dict) -> dict:
+    from janus.files import atomic_write
+
     summary = aggregate(rows)
     report = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "config": asdict(study),
               "load_average": os.getloadavg()[0], "arms": rows, "summary": summary,
               "claims": claims(rows, summary, out, refs)}
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(report))
     plot(rows, summary, out / "results.png")
-    print((out / "results.md").read_text())
+    atomic_write(out / "results.md", markdown(report))
+    atomic_write(out / "results.json", json.dumps(report, indent=2) + "\n")  # last: it marks the runs done
     return report
+
+
+def save_hypotheses(results: dict, path: Path) -> None:
+    """Each setting's test outputs, gzipped, beside results.json: the paired bootstrap needs them, and they
+    are small enough to commit with it."""
+    import gzip
+
+    from janus.files import atomic_write
+
+    path.mkdir(parents=True, exist_ok=True)
+    for setting, r in results.items():
+        text = "".join(h + "\n" for h in r["hypotheses"])
+        atomic_write(path / f"{setting}.hyp.gz", gzip.compress(text.encode(), mtime=0))
 
 
 def _arm_name(key: str) -> str:
@@ -264,8 +305,14 @@ def aggregate(rows: dict) -> dict:
 
 
 def _hypotheses(rows: dict, out: Path, arm: str, setting: str) -> dict[int, list[str]]:
-    return {row["seed"]: (out / row["hypotheses"] / f"{setting}.hyp").read_text().splitlines()
-            for key, row in rows.items() if _arm_name(key) == arm and (out / row["hypotheses"] / f"{setting}.hyp").is_file()}
+    import gzip
+
+    found = {}
+    for key, row in rows.items():
+        path = out / row["hypotheses"] / f"{setting}.hyp.gz"
+        if _arm_name(key) == arm and path.is_file():
+            found[row["seed"]] = gzip.decompress(path.read_bytes()).decode().splitlines()
+    return found
 
 
 def claims(rows: dict, summary: dict, out: Path, refs: dict[str, list[str]]) -> list[dict]:
@@ -350,7 +397,7 @@ def markdown(report: dict) -> str:
         p = "" if cl["p_value"] is None else f"{cl['p_value']:.3f}"
         lines.append(f"| {cl['claim']} | {cl['scores'][0]:.2f} ± {cl['sd'][0]:.2f} vs {cl['scores'][1]:.2f} ± "
                      f"{cl['sd'][1]:.2f} | {cl['difference']:+.2f} | {cl['needed']:+} | {p} | {cl['verdict']} |")
-    lines += ["", "Per run (arm-seed): `arms.json`; each run's test outputs: `runs/<arm>-s<seed>/test/`.", "",
+    lines += ["", "Per run (arm-seed): `arms` in `results.json`; each run's test outputs: `hyps/<arm>-s<seed>/`.", "",
               "![results](results.png)", ""]
     return "\n".join(lines)
 

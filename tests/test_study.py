@@ -3,14 +3,14 @@ and each verdict (holds / does not hold / no verdict) where it must come out."""
 
 import json
 
-from finetune.study import aggregate, claims, markdown, plot
+import pytest
+
+from finetune.study import StudyConfig, _finished, _report, aggregate, claims, markdown, plot, save_hypotheses
 
 
 def _run(out, key, task, scores, hyps, seed):
-    hyp_dir = out / "runs" / key / "test"
-    hyp_dir.mkdir(parents=True)
-    for setting, lines in hyps.items():
-        (hyp_dir / f"{setting}.hyp").write_text("\n".join(lines) + "\n")
+    hyp_dir = out / "hyps" / key
+    save_hypotheses({setting: {"hypotheses": lines} for setting, lines in hyps.items()}, hyp_dir)
     return {"task": task, "objective": key.split("-")[1], "init": "scratch", "seed": seed, "steps": 100,
             "max_steps": 100, "train_seconds": 60.0, "target_tokens": 1000, "final_loss": 3.0, "best_dev": 5.0,
             "best_dev_step": 80, "dev_metric": "bleu", "stopped": "max_steps", "dev_curve": [[50, 3.0], [100, 5.0]],
@@ -68,3 +68,17 @@ def test_equal_systems_get_no_verdict_on_a_gain(tmp_path, real_pairs):
     found = {c["claim"]: c for c in claims(rows, summary, tmp_path, {"nmt": refs})}
     same = found["JANUS-AR >= AR with R-Drop"]
     assert same["difference"] == 0.0 and same["verdict"] == "no verdict (not significant)" and same["holds"] is None
+
+
+def test_a_study_continues_from_its_committed_results_and_refuses_another_regime(tmp_path, real_pairs):
+    """results.json (committed; the run directories are not) is where a rerun on a new machine picks up."""
+    refs = [t for _, t in real_pairs[:40]]
+    study = StudyConfig(preset="tiny", dropout=0.3, seeds=(0, 1), tasks=("nmt",), arms=("ar", "janus"))
+    rows = {"nmt-ar-s0": _run(tmp_path, "nmt-ar-s0", "nmt", {"ar_beam5": 10.0}, {"ar_beam5": refs}, 0)}
+    _report(study, tmp_path, rows, {"nmt": refs})
+    assert _finished(study, tmp_path) == json.loads(json.dumps(rows))
+    assert (tmp_path / "results.png").is_file() and "nmt-ar" in (tmp_path / "results.md").read_text()
+    more_seeds = StudyConfig(preset="tiny", dropout=0.3, seeds=(0, 1, 2), tasks=("nmt",), arms=("ar", "janus"))
+    assert set(_finished(more_seeds, tmp_path)) == {"nmt-ar-s0"}  # more seeds or arms: the same study, longer
+    with pytest.raises(ValueError, match=r"results.json: made with other dropout=0.3"):
+        _finished(StudyConfig(preset="tiny", dropout=0.1, seeds=(0, 1)), tmp_path)
