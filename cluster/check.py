@@ -95,7 +95,7 @@ class Check:
 
     def _train(self, name: str, steps: int, **keys) -> tuple[Path, list[dict]]:
         from pretrain.config import TrainConfig
-        from pretrain.trainer import run_training
+        from pretrain.launch import run_training
 
         cfg = TrainConfig(run_dir=str(self.work / name), shards=str(self.work / "shards"), tokenizer=str(self.tokenizer),
                           data_kind="pairs", model_preset="tiny", objective="janus", max_steps=steps,
@@ -194,12 +194,10 @@ class Check:
         from janus.model import JanusModel
         from janus.noising import span_mask
         from janus.objective import Batch, compute_loss, objective
-        from janus.parallel import init_parallel
         from janus.tokenizer import Tokenizer, pad_batch
 
         if self.quick:
             raise NotApplicable("--quick")
-        init_parallel(1)
         device = "cuda" if self.machine.gpus else "cpu"
         tok = Tokenizer(self.tokenizer)
         cfg = preset("small", vocab_size=tok.vocab_size, dropout=0.0)
@@ -238,9 +236,8 @@ def tp2_equals_tp1(work: Path, tokenizer: Path, pairs: list, backend: str) -> st
     from janus.model import JanusModel
     from janus.tokenizer import Tokenizer, pad_batch
 
-    from janus.parallel import free_port, init_parallel
+    from janus.parallel import free_port
 
-    init_parallel(1)
     tok = Tokenizer(tokenizer)
     torch.manual_seed(0)
     model = JanusModel(preset("tiny", vocab_size=tok.vocab_size))
@@ -272,13 +269,14 @@ def _tp2_logits(rank: int, world: int, port: int, path: str, backend: str) -> No
     from janus.config import preset
     from janus.model import JanusModel
     from janus.parallel import init_parallel
+    from janus.parallelize import parallelize
 
     device = f"cuda:{rank}" if backend == "nccl" else "cpu"
     if backend == "nccl":
         torch.cuda.set_device(rank)
     init_parallel(tensor_parallel_size=world, backend=backend)
     saved = torch.load(path)
-    model = JanusModel(preset("tiny", vocab_size=saved["vocab"]))
+    model = parallelize(JanusModel(preset("tiny", vocab_size=saved["vocab"])))
     model.load_full_state_dict(saved["state"])
     logits = _logits(model.to(device).eval(), saved["src"].to(device), saved["tgt"].to(device))
     if rank == 0:
@@ -296,7 +294,7 @@ def run_check(out: str, quick: bool = False) -> int:
     started = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False, num_cpus=max(2, check.machine.cpus),
              runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
-                          "worker_process_setup_hook": "pretrain.trainer.quiet_ray_loggers"})
+                          "worker_process_setup_hook": "pretrain.launch.quiet_ray_loggers"})
     try:
         check.row("device and precision", check.device)
         check.row("data: tokenizer and shards", check.data)

@@ -70,7 +70,7 @@ def _data_shard(args) -> int:
 
 def _pretrain(args) -> int:
     from pretrain.config import load_config
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     cfg = load_config(args.config, args.overrides)
     return _train(lambda: print(f"run directory: {run_training(cfg, args.address)}"), "pretrain")
@@ -78,7 +78,7 @@ def _pretrain(args) -> int:
 
 def _train(job, command: str) -> int:
     """Runs a training job; a preemption or a divergence exits with its own documented code."""
-    from pretrain.trainer import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Diverged, Preempted
+    from pretrain.launch import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, Diverged, Preempted
 
     try:
         job()
@@ -96,29 +96,29 @@ def _train(job, command: str) -> int:
 
 
 def _finetune(args) -> int:
-    from finetune.run import run_finetune
+    from finetune.run import load_finetune_config, run_finetune
 
-    return _train(lambda: print(f"run directory: {run_finetune(args.task, args.data, args.init, args.config, args.overrides, args.address)}"),
+    cfg, dev = load_finetune_config(args.config, args.overrides)
+    return _train(lambda: print(f"run directory: {run_finetune(args.task, args.data, args.init, cfg, dev, args.address)}"),
                   "finetune")
 
 
 def _decoding_job(args):
     """(model, tokenizer, task, pairs, settings) for `janus evaluate` and `janus bench decode`."""
-    from finetune.evaluate import load_model
+    from pretrain.artifacts import load_model
     from finetune.tasks import check_task
-    from janus.generate import modes
-    from janus.objective import objective
+    from janus.generate import modes, modes_for
 
     try:
         iterations = tuple(int(t) for t in args.iterations.split(","))
     except ValueError:
         raise ValueError(f"--iterations {args.iterations!r}: give comma-separated integers, e.g. 1,4,10") from None
-    model, tok, train = load_model(args.model)
-    task = args.task or train.get("task") or "nmt"
+    model, tok, made = load_model(args.model)
+    train = made["train"]
+    task = args.task or made["finetune"].get("task") or "nmt"
     pairs = check_task(task, args.data, splits=(args.split,))[args.split][:args.max_examples or None]
-    trained = objective(train["objective"]) if train.get("objective") else objective("janus")
-    settings = modes(args.mode, beam=args.beam, iterations=iterations, length_beam=args.length_beam,
-                     bang_streams=trained.bang_streams, bang_cross_stream=trained.bang_cross_stream)
+    settings = modes_for(train.get("objective") or "janus", args.mode, beam=args.beam, iterations=iterations,
+                         length_beam=args.length_beam)
     if args.mode in ("draft", "nar"):  # speed-ups are measured against AR in the same run
         settings = modes("ar", beam=args.beam) + settings
     return model, tok, task, pairs, settings
@@ -261,7 +261,7 @@ def _check(args) -> int:
 
 
 def _demo(args) -> int:
-    from cluster.demo import DemoConfig, run_demo
+    from cluster.pipeline import DemoConfig, run_demo
 
     run_demo(DemoConfig(run_dir=args.run_dir, minutes=args.minutes, preset=args.preset, vocab_size=args.vocab_size,
                         pretrain_share=args.pretrain_share, max_pretrain_steps=args.max_pretrain_steps,
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the main job on real data, on this machine")
-    from cluster.demo import DemoConfig
+    from cluster.pipeline import DemoConfig
 
     defaults = DemoConfig()
     demo.add_argument("--run-dir", default=defaults.run_dir)

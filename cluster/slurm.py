@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain.trainer import PREEMPTED_EXIT_CODE
+from pretrain.launch import PREEMPTED_EXIT_CODE
 
 
 class SubmitError(ValueError):

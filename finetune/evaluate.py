@@ -15,7 +15,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from finetune.metrics import PRIMARY, task_scores
@@ -154,20 +153,3 @@ def plot_frontier(results: dict, path: Path, metric: str, title: str = "") -> No
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def load_model(path: str | Path, device: str | None = None) -> tuple[JanusModel, Tokenizer, dict]:
-    """A checkpoint or export as a TP=1 model on `device` (default: a GPU if there is one)."""
-    from janus.parallel import init_parallel
-    from pretrain.init_weights import read_weights, resolve
-
-    init_parallel(1)
-    state, cfg, tok_path = read_weights(path)
-    model = JanusModel(cfg)
-    model.load_full_state_dict(state)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    source = resolve(path)
-    train = {}
-    if (source / "config.json").is_file():
-        info = json.loads((source / "config.json").read_text())
-        train = info.get("train") or info.get("source", {}).get("train", {})
-    return model.to(device).eval(), Tokenizer(tok_path), train

@@ -50,7 +50,7 @@ def wordnet():
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from pretrain.registry import cache_dir
+    from pretrain.packages import cache_dir
     from pretrain.sources.docs import fetch
 
     root, _ = fetch("wordnet-base")

@@ -1,56 +1,41 @@
 """`janus finetune`: adapt a pretrained checkpoint or export (or scratch) to a task on the same Ray +
-DeepSpeed engine as pretraining, with the same resume and preemption behaviour. Every `eval_every` steps
-the workers decode dev pairs (AR greedy) and score the task's primary metric; the best checkpoint is
-marked in checkpoints/best.json and never deleted by retention."""
+DeepSpeed engine as pretraining, with the same resume and preemption behaviour, plus the dev evaluation
+of finetune/dev.py (best checkpoint kept, patience)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
 
-from finetune.metrics import PRIMARY, task_scores
+from finetune.dev import DevConfig, DevEvaluator, DevHook
 from finetune.tasks import check_task
 from janus.export import sha256_file
-from pretrain.config import TrainConfig, load_config
+from pretrain.config import TrainConfig, build, read_config
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class DevEvaluator:
-    """Called by every worker with its model: (metric name, value) on the given dev pairs, decoded AR
-    greedy, or NAR mask-predict T=4 for a model trained without an AR term (CMLM-only)."""
-
-    def __init__(self, task: str, pairs: list[tuple[str, str]], tokenizer: str, objective_name: str = "janus"):
-        from janus.objective import objective
-
-        self.task, self.pairs, self.tokenizer = task, pairs, tokenizer
-        self.nar = not objective(objective_name).needs_ar and objective(objective_name).bang_streams == 0
-
-    def __call__(self, model) -> tuple[str, float]:
-        from janus.generate import Mode, translate
-        from janus.tokenizer import Tokenizer
-
-        was_training = model.training
-        mode = Mode("nar_T4", "nar", iterations=4) if self.nar else Mode("ar_greedy", "ar_greedy")
-        hyps = translate(model, Tokenizer(self.tokenizer), [s for s, _ in self.pairs], mode)
-        model.train(was_training)
-        metric = PRIMARY[self.task]
-        return metric, task_scores(self.task, hyps, [t for _, t in self.pairs])[metric]
+def load_finetune_config(config: str | None = None, overrides: list[str] = ()) -> tuple[TrainConfig, DevConfig]:
+    """A fine-tuning config (a path, or a name in finetune/configs/; default tiny) and key=value overrides,
+    split into the trainer's config and the dev evaluation's."""
+    values = read_config(config or "tiny", overrides, CONFIG_DIR)
+    return build(TrainConfig, values, (DevConfig,)).validate(), build(DevConfig, values, (TrainConfig,)).validate()
 
 
-
-def prepare(task: str, data: str, init: str, config: str | None, overrides: list[str]) -> tuple[TrainConfig, DevEvaluator]:
-    """Validates the data, settles the tokenizer, writes the train shards (once) and returns the config."""
+def prepare(task: str, data: str, init: str, cfg: TrainConfig, dev: DevConfig) -> tuple[TrainConfig, DevHook]:
+    """Validates the data, settles the tokenizer, writes the train shards (once); returns the run's config
+    and its dev hook."""
     from janus.tokenizer import train_tokenizer
-    from pretrain.init_weights import resolve
+    from pretrain.artifacts import resolve
     from pretrain import checkpoint
     from pretrain.run_lock import wait_until_free
     from pretrain.shards import pairs_fingerprint, read_index, write_pair_shards
 
     splits = check_task(task, data)
-    cfg = load_config(config or "tiny", overrides, config_dir=CONFIG_DIR)
-    cfg.task, cfg.data_kind = task, "pairs"
+    dev.validate()
+    cfg = dataclasses.replace(cfg, data_kind="pairs").validate()
     if cfg.long_source == "auto":  # GLGE systems truncate long inputs (fairseq --truncate-source)
         cfg.long_source = "drop" if task == "nmt" else "truncate"
     run_dir = Path(cfg.run_dir)
@@ -86,13 +71,13 @@ def prepare(task: str, data: str, init: str, config: str | None, overrides: list
     write_pair_shards(splits["train"], tok_path, shards, pairs_per_shard=per_shard, replace=True)  # reused if unchanged
     cfg.shards = str(shards)
     # spread over the split: its first pairs are often one kind (the en-de dev split opens with chart UI strings)
-    dev = splits["dev"][::max(1, len(splits["dev"]) // cfg.dev_examples)][:cfg.dev_examples]
-    return cfg, DevEvaluator(task, dev, str(tok_path.resolve()), cfg.objective)
+    pairs = splits["dev"][::max(1, len(splits["dev"]) // dev.dev_examples)][:dev.dev_examples]
+    return cfg, DevHook(dev, DevEvaluator(task, pairs, str(tok_path.resolve()), cfg.objective))
 
 
-def run_finetune(task: str, data: str, init: str, config: str | None = None, overrides: list[str] = (),
+def run_finetune(task: str, data: str, init: str, cfg: TrainConfig, dev: DevConfig,
                  address: str | None = None) -> Path:
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
-    cfg, evaluator = prepare(task, data, init, config, list(overrides))
-    return run_training(cfg, address, evaluator=evaluator)
+    cfg, hook = prepare(task, data, init, cfg, dev)
+    return run_training(cfg, address, hooks=[hook])

@@ -17,7 +17,7 @@ import os
 import statistics
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from finetune.evaluate import evaluate
@@ -60,13 +60,10 @@ def _commit() -> str:
 def _settings(objective_name: str):
     """The decoders `janus evaluate --mode all` offers this arm's model, less AR greedy and draft; an AR-only
     arm is decoded AR and a CMLM-only one NAR."""
-    from janus.generate import modes
-    from janus.objective import objective
+    from janus.generate import modes_for
 
-    trained = objective(objective_name)
     kinds = {"ar": {"ar_beam"}, "ar-rdrop": {"ar_beam"}, "cmlm": {"nar"}}.get(objective_name, {"ar_beam", "nar", "bang_nar", "bang_semi"})
-    return [m for m in modes("all", beam=5, iterations=(1, 4, 10), bang_streams=trained.bang_streams,
-                             bang_cross_stream=trained.bang_cross_stream) if m.kind in kinds]
+    return [m for m in modes_for(objective_name, iterations=(1, 4, 10)) if m.kind in kinds]
 
 
 def _ratio(study: StudyConfig, objective_name: str) -> float:
@@ -79,23 +76,24 @@ def _steps(study: StudyConfig, objective_name: str) -> int:
 
 def _arm(study: StudyConfig, out: Path, runs: Path, task: str, data: Path, objective_name: str, init: str,
          tokenizer: Path, name: str, seed: int) -> dict:
-    from finetune.evaluate import load_model, write_results
-    from finetune.run import run_finetune
+    from finetune.evaluate import write_results
+    from finetune.run import load_finetune_config, run_finetune
     from pretrain import checkpoint
+    from pretrain.artifacts import load_model
 
     run_dir = runs / name
     steps = _steps(study, objective_name)
     every = study.eval_every or max(1, study.budget // 10)
-    overrides = [f"run_dir={run_dir}", f"model_preset={study.preset}", f"objective={objective_name}",
-                 f"max_steps={steps}", f"max_minutes={study.arm_minutes * _ratio(study, objective_name)}",
-                 f"checkpoint_every={every}", f"eval_every={every}",
-                 f"patience={study.patience}", f"dev_examples={study.dev_examples}", f"dropout={study.dropout}",
-                 f"token_budget={study.token_budget}", f"window={study.token_budget * 8}",
-                 f"num_workers={study.workers}", f"seed={seed}",
-                 f"warmup_steps={study.warmup_steps or max(1, study.budget // 10)}",
-                 f"lr={study.lr}", *([f"tokenizer={tokenizer}"] if init == "scratch" else [])]
+    train, dev = load_finetune_config("small")
+    train = replace(train, run_dir=str(run_dir), model_preset=study.preset, objective=objective_name,
+                    max_steps=steps, max_minutes=study.arm_minutes * _ratio(study, objective_name),
+                    checkpoint_every=every, dropout=study.dropout, token_budget=study.token_budget,
+                    window=study.token_budget * 8, num_workers=study.workers, seed=seed,
+                    warmup_steps=study.warmup_steps or max(1, study.budget // 10), lr=study.lr,
+                    tokenizer=str(tokenizer) if init == "scratch" else "")
+    dev = replace(dev, eval_every=every, patience=study.patience, dev_examples=study.dev_examples)
     print(f"study: {name}: {objective_name} on {task}, at most {steps} steps from {init}, seed {seed}", flush=True)
-    run_finetune(task, str(data), init, "small", overrides)  # a run directory with checkpoints resumes
+    run_finetune(task, str(data), init, train, dev)  # a run directory with checkpoints resumes
     model, tok, _ = load_model(run_dir)  # the best-dev checkpoint
     pairs = check_task(task, data, splits=("test",))["test"][:study.test_examples or None]
     results = evaluate(model, tok, pairs, task, _settings(objective_name), latency_examples=study.latency_examples)
@@ -148,7 +146,7 @@ def _pretrain(study: StudyConfig, runs: Path, tokenizer: Path) -> Path:
     from pretrain.datasets import fetch
     from pretrain.inputs import read_documents
     from pretrain.shards import read_index, write_block_shards
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     shards = runs / "pretrain-shards"
     if not (shards / "index.json").is_file():
@@ -160,12 +158,11 @@ def _pretrain(study: StudyConfig, runs: Path, tokenizer: Path) -> Path:
         write_block_shards(docs, tokenizer, shards, seq_len=128, docs_per_shard=max(1, len(docs) // 8))
     read_index(shards)
     run_dir = runs / "pretrain-janus"
-    run_training(load_config("small", [f"shards={shards}", f"tokenizer={tokenizer}", f"run_dir={run_dir}",
-                                       f"model_preset={study.preset}", f"max_steps={study.budget}",
-                                       f"checkpoint_every={study.budget}", f"token_budget={study.token_budget}",
-                                       f"num_workers={study.workers}", f"seed={study.seeds[0]}", f"lr={study.lr}",
-                                       f"warmup_steps={max(1, study.budget // 10)}", "max_source_tokens=128",
-                                       "max_target_tokens=128"]))
+    run_training(replace(load_config("small"), shards=str(shards), tokenizer=str(tokenizer), run_dir=str(run_dir),
+                         model_preset=study.preset, max_steps=study.budget, checkpoint_every=study.budget,
+                         token_budget=study.token_budget, num_workers=study.workers, seed=study.seeds[0],
+                         lr=study.lr, warmup_steps=max(1, study.budget // 10), max_source_tokens=128,
+                         max_target_tokens=128))
     return run_dir
 
 
@@ -176,7 +173,7 @@ def english_tokenizer(vocab_size: int = 8000) -> Path:
     from janus.tokenizer import train_tokenizer
     from pretrain.datasets import fetch
     from pretrain.inputs import read_documents
-    from pretrain.registry import cache_dir
+    from pretrain.packages import cache_dir
 
     path = cache_dir() / "tokenizers" / f"english-{vocab_size}-cc0.9995.model"
     if not path.is_file():

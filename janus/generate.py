@@ -66,6 +66,16 @@ def modes(kind: str = "all", beam: int = 5, iterations: tuple[int, ...] = (1, 2,
     return chosen[kind]
 
 
+def modes_for(objective_name: str, kind: str = "all", beam: int = 5, iterations: tuple[int, ...] = (1, 2, 4, 10),
+              length_beam: int = 3) -> list[Mode]:
+    """`modes(kind)` for a model trained with `objective_name` (a BANG model gets BANG's decoders)."""
+    from janus.objective import objective
+
+    trained = objective(objective_name)
+    return modes(kind, beam=beam, iterations=iterations, length_beam=length_beam, bang_streams=trained.bang_streams,
+                 bang_cross_stream=trained.bang_cross_stream)
+
+
 # The longest output decoding may produce for a source of n tokens, as fairseq's --max-len-a/--max-len-b:
 # a * n + b target tokens. 2n + 10 holds 99.5% of the en-de test references (1.5n + 10: 99.0%); an
 # under-trained model that never emits EOS stops there instead of at max_positions.
@@ -111,14 +121,18 @@ class JanusGenerator:
 
 
 def load(directory: str | os.PathLike, device: str | None = None) -> JanusGenerator:
-    """Load an export at this process's TP size (1 unless megatron's parallel state says otherwise)."""
+    """Load an export; at TP=1 (no tensor-parallel group in this process) no process group is started."""
     from janus.export import read_export
-    from janus.parallel import init_parallel, parallel_state
 
-    if not parallel_state.model_parallel_is_initialized():
-        init_parallel(1)
     state, cfg, tok_path = read_export(directory)
-    model = JanusModel(cfg)
+    return JanusGenerator(build(state, cfg, device), Tokenizer(tok_path))
+
+
+def build(state: dict[str, torch.Tensor], cfg, device: str | None = None) -> JanusModel:
+    """A model in eval mode from a whole (TP=1 layout) state dict, sharded if this process has a TP group."""
+    from janus.parallelize import parallelize
+
+    model = parallelize(JanusModel(cfg))
     model.load_full_state_dict(state)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return JanusGenerator(model.to(device).eval(), Tokenizer(tok_path))
+    return model.to(device).eval()

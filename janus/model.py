@@ -1,4 +1,5 @@
-"""The JANUS encoder-decoder, built from megatron-core tensor-parallel layers.
+"""The JANUS encoder-decoder, built from plain torch layers; `janus.parallelize` shards it over a tensor-
+parallel group from outside.
 
 The decoder is ONE stack of weights. A decoder call takes any sequence of (token, position) items
 plus an explicit boolean attention mask; the two streams of the paper are just items of that
@@ -6,9 +7,9 @@ sequence: content items carry real tokens or [MASK], query items carry the [MASK
 position they predict. `janus.masks` builds the items and masks for each pass; nothing here knows
 about AR or NAR.
 
-Under tensor parallelism attention heads and the FFN are split across ranks (column-parallel in,
-row-parallel out); the embedding is vocab-parallel and tied to the output projection, so logits
-come out as this rank's vocab shard. Everything else is replicated.
+The embedding is tied to the output projection. Under tensor parallelism (`janus.parallelize`) heads
+and the FFN are split across ranks and the embedding by vocabulary, so logits come out as this rank's
+vocab shard; the few reductions over that shard are in `janus.parallel`, and are identities at TP=1.
 """
 
 from __future__ import annotations
@@ -21,38 +22,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from janus.config import ModelConfig
-from janus.parallel import copy_to_tp, megatron_config, tensor_parallel, tp_group, tp_size
+from janus.parallel import copy_to_tp
 from janus.sharding import gather_full_state, load_full_state
 
-ColumnParallelLinear = tensor_parallel.ColumnParallelLinear
-RowParallelLinear = tensor_parallel.RowParallelLinear
-VocabParallelEmbedding = tensor_parallel.VocabParallelEmbedding
+
+def _linear(d_in: int, d_out: int, std: float) -> nn.Linear:
+    layer = nn.Linear(d_in, d_out)
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
-def _normal_init(std: float):
-    return lambda w: nn.init.normal_(w, mean=0.0, std=std)
+def _out_std(cfg: ModelConfig) -> float:
+    return 0.02 / math.sqrt(2 * max(cfg.encoder_layers, cfg.decoder_layers))  # GPT-2's residual scaling
 
 
 class Attention(nn.Module):
-    """Multi-head attention; heads split over TP ranks. Self-attention fuses Q,K,V in one column-
-    parallel GEMM laid out per head ([head, q|k|v, head_dim]) so a contiguous TP split keeps whole heads."""
+    """Multi-head attention. Self-attention fuses Q,K,V in one GEMM laid out per head ([head, q|k|v,
+    head_dim]), so that a contiguous tensor-parallel split of its rows keeps whole heads."""
 
     def __init__(self, cfg: ModelConfig, cross: bool):
         super().__init__()
-        mp = megatron_config()
         d, h = cfg.d_model, cfg.n_heads
         self.cross = cross
         self.head_dim = d // h
-        self.local_heads = h // tp_size()
-        init = _normal_init(0.02)
-        out_init = _normal_init(0.02 / math.sqrt(2 * max(cfg.encoder_layers, cfg.decoder_layers)))
+        self.local_heads = h  # this rank's heads (janus.parallelize divides them)
         if cross:
-            self.q = ColumnParallelLinear(d, d, config=mp, init_method=init, bias=True, gather_output=False, tp_group=tp_group())
-            self.kv = ColumnParallelLinear(d, 2 * d, config=mp, init_method=init, bias=True, gather_output=False, tp_group=tp_group())
+            self.q = _linear(d, d, 0.02)
+            self.kv = _linear(d, 2 * d, 0.02)
         else:
-            self.qkv = ColumnParallelLinear(d, 3 * d, config=mp, init_method=init, bias=True, gather_output=False, tp_group=tp_group())
-        self.out = RowParallelLinear(d, d, config=mp, init_method=out_init, bias=True, input_is_parallel=True,
-                                     skip_bias_add=False, tp_group=tp_group())
+            self.qkv = _linear(d, 3 * d, 0.02)
+        self.out = _linear(d, d, _out_std(cfg))
 
     def _heads(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
         b, t, _ = x.shape
@@ -60,20 +60,17 @@ class Attention(nn.Module):
         return [x[:, :, :, i].transpose(1, 2) for i in range(n)]  # each [B, H_local, T, hd]
 
     def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kv, _ = self.kv(memory)
-        k, v = self._heads(kv, 2)
+        k, v = self._heads(self.kv(memory), 2)
         return k, v
 
     def forward(self, x, mask, cache: dict | None = None, cache_keep: int | None = None, memory_kv=None):
         """x [B,T,d]; mask: additive float [B,1,T|1,Tk] (see `attention_bias`). For self-attention with a cache, keys
         are cache + new items, and the first `cache_keep` new items (the content stream) are cached."""
         if self.cross:
-            q, _ = self.q(x)
-            (q,) = self._heads(q, 1)
+            (q,) = self._heads(self.q(x), 1)
             k, v = memory_kv
         else:
-            qkv, _ = self.qkv(x)
-            q, k, v = self._heads(qkv, 3)
+            q, k, v = self._heads(self.qkv(x), 3)
             if cache is not None:
                 keep = k.shape[2] if cache_keep is None else cache_keep
                 if "k" in cache:
@@ -84,25 +81,18 @@ class Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, t, _ = o.shape
         o = o.transpose(1, 2).reshape(b, t, self.local_heads * self.head_dim)
-        out, _ = self.out(o)
-        return out
+        return self.out(o)
 
 
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        mp = megatron_config()
-        out_init = _normal_init(0.02 / math.sqrt(2 * max(cfg.encoder_layers, cfg.decoder_layers)))
-        self.fc1 = ColumnParallelLinear(cfg.d_model, cfg.ffn_dim, config=mp, init_method=_normal_init(0.02),
-                                        bias=True, gather_output=False, tp_group=tp_group())
-        self.fc2 = RowParallelLinear(cfg.ffn_dim, cfg.d_model, config=mp, init_method=out_init, bias=True,
-                                     input_is_parallel=True, skip_bias_add=False, tp_group=tp_group())
+        self.fc1 = _linear(cfg.d_model, cfg.ffn_dim, 0.02)
+        self.fc2 = _linear(cfg.ffn_dim, cfg.d_model, _out_std(cfg))
         self.act = F.gelu if cfg.activation == "gelu" else F.relu
 
     def forward(self, x):
-        h, _ = self.fc1(x)
-        out, _ = self.fc2(self.act(h))
-        return out
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Layer(nn.Module):
@@ -142,9 +132,9 @@ NEVER = -1e4  # the logit offset of ids that are never a target: exp() is 0, and
 
 
 class TiedOutput(nn.Module):
-    """The output projection, tied to the (vocab-parallel) embedding: the same Parameter registered
-    here too, so that a module owns it when logits are computed (ZeRO-3 gathers a parameter only
-    inside the forward of a module that holds it)."""
+    """The output projection, tied to the embedding: the same Parameter registered here too, so that a
+    module owns it when logits are computed (ZeRO-3 gathers a parameter only inside the forward of a
+    module that holds it)."""
 
     def __init__(self, embed: nn.Module):
         super().__init__()
@@ -164,12 +154,11 @@ class Encoded:
 class JanusModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate(tp_size())
+        cfg.validate(1)
         self.cfg = cfg
         d = cfg.d_model
-        # std d^-0.5: N(0,1) embeddings tied to the output give huge logits and subnormal gradients
-        self.embed = VocabParallelEmbedding(cfg.vocab_size, d, init_method=_normal_init(d ** -0.5),
-                                            config=megatron_config(), tp_group=tp_group())
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        nn.init.normal_(self.embed.weight, std=d ** -0.5)  # N(0,1), tied to the output: huge logits, subnormal grads
         self.output = TiedOutput(self.embed)
         # pad, BOS and [MASK] are never a target: their logits are pinned far below the others, in training
         # too. [MASK] is the input of every position that predicts (the AR and AUX query streams, the masked NAR
@@ -177,13 +166,9 @@ class JanusModel(nn.Module):
         # logit starts every prediction at [MASK] (~sqrt(d) above the rest: a first loss of ln(V) + 3.4 to 4.1
         # at d 128) and the first steps go to unlearning it. (Zeroing the [MASK] row instead fixed the first
         # loss but left the query streams only their positions as input, and AR stalled on the unigram plateau.)
-        start, end = self.embed.vocab_start_index, self.embed.vocab_end_index
-        allowed = torch.ones(end - start, dtype=torch.bool)
-        for special in (cfg.pad_id, cfg.bos_id, cfg.mask_id):
-            if start <= special < end:
-                allowed[special - start] = False
-        self.register_buffer("allowed", allowed, persistent=False)  # this rank's vocab shard
-        self.register_buffer("never", (~allowed).float() * NEVER, persistent=False)
+        self.register_buffer("allowed", torch.ones(cfg.vocab_size, dtype=torch.bool), persistent=False)
+        self.register_buffer("never", torch.zeros(cfg.vocab_size), persistent=False)
+        self.set_vocab_shard(0, cfg.vocab_size)
         self.n_targets = cfg.vocab_size - 3  # the ids that can be a target, all shards together
         self.embed_scale = math.sqrt(d)
         self.positions = nn.Embedding(cfg.max_positions, d)
@@ -196,6 +181,15 @@ class JanusModel(nn.Module):
         self.dec_final_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
         self.length_head = nn.Linear(d, cfg.max_length_classes)
         self.dropout = nn.Dropout(cfg.dropout)
+
+    def set_vocab_shard(self, start: int, end: int) -> None:
+        """The ids [start, end) this rank's logits cover (all of them unless janus.parallelize splits them)."""
+        allowed = torch.ones(end - start, dtype=torch.bool)
+        for special in (self.cfg.pad_id, self.cfg.bos_id, self.cfg.mask_id):
+            if start <= special < end:
+                allowed[special - start] = False
+        self.allowed, self.never = allowed, (~allowed).float() * NEVER
+        self.vocab_start = start
 
     # ---- embeddings and output ----
     def _embed(self, tokens, positions, norm):

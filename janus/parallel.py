@@ -1,8 +1,9 @@
 """Tensor-parallel plumbing: process groups and vocab-parallel softmax arithmetic.
 
-The model is written against megatron-core's parallel primitives. This module owns the one-time
-set-up of megatron's `parallel_state` (also for a single process, where TP=1 still needs groups)
-and the few reductions over the vocab-sharded output that the losses and decoders need.
+This module owns the one-time set-up of megatron's `parallel_state` (training needs it at any TP size:
+DeepSpeed's data-parallel groups come from it) and the few reductions over the vocab-sharded output
+that the losses and decoders need. Without groups (a model run at TP=1 by `janus.load` or evaluation)
+TP size is 1 and every reduction is the identity: no process group is started.
 """
 
 from __future__ import annotations
@@ -72,20 +73,21 @@ def destroy_parallel() -> None:
 
 
 def tp_size() -> int:
+    if not parallel_state.model_parallel_is_initialized():
+        return 1
     return parallel_state.get_tensor_model_parallel_world_size()
 
 
 def tp_rank() -> int:
-    return parallel_state.get_tensor_model_parallel_rank()
+    return parallel_state.get_tensor_model_parallel_rank() if tp_size() > 1 else 0
 
 
 def megatron_config(params_dtype: torch.dtype = torch.float32) -> ModelParallelConfig:
-    # CPU initialisation builds the full master weight with the global RNG and then slices it, so
-    # a model gets the same weights at every TP size from the same seed.
+    # the layers are created empty and filled with slices of a whole model's weights (janus.parallelize)
     return ModelParallelConfig(
         tensor_model_parallel_size=tp_size(),
         use_cpu_initialization=True,
-        perform_initialization=True,
+        perform_initialization=False,
         params_dtype=params_dtype,
         gradient_accumulation_fusion=False,
         sequence_parallel=False,
@@ -99,11 +101,15 @@ def tp_group():
 # ---- differentiable collectives over the tensor-parallel group (identity at TP=1) ----
 def copy_to_tp(x: torch.Tensor) -> torch.Tensor:
     """Identity forward, all-reduce of the gradient backward (entering a TP region)."""
+    if tp_size() == 1:
+        return x
     return tensor_parallel.copy_to_tensor_model_parallel_region(x, group=tp_group())
 
 
 def reduce_from_tp(x: torch.Tensor) -> torch.Tensor:
     """All-reduce forward, identity backward (leaving a TP region)."""
+    if tp_size() == 1:
+        return x
     return tensor_parallel.reduce_from_tensor_model_parallel_region(x, group=tp_group())
 
 

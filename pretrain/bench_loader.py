@@ -18,12 +18,12 @@ import torch
 
 from janus.config import preset
 from janus.model import JanusModel
-from janus.parallel import init_parallel
 from janus.tokenizer import PAD
 from pretrain.bench_model import real_batch, step_time
-from pretrain.datasets import nmt_tokenizer, read_pairs
+from pretrain.datasets import nmt_tokenizer
+from pretrain.inputs import read_pairs
 from pretrain.loader import LoaderConfig, PairLoader
-from pretrain.registry import cache_dir
+from pretrain.packages import cache_dir
 from pretrain.shards import read_index, shard_urls, write_pair_shards
 
 
@@ -73,7 +73,6 @@ def bench_loader(out: str | None = None, vocab_size: int = 8000, url: str | None
     report["remote_over_local"] = {f"{w}_workers": report["tokens_per_s"][f"remote_{w}_workers"]
                                    / report["tokens_per_s"][f"local_{w}_workers"] for w in (1, 2)}
     torch.set_num_threads(2)
-    init_parallel(1)
     model = JanusModel(preset("small", vocab_size=tok.vocab_size, dropout=0.0))
     batch = real_batch(tok, data, 4096)
     seconds, _ = step_time(model, batch, "janus", warmup=1, reps=3)

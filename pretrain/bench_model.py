@@ -14,13 +14,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from janus.config import preset
-from janus.flops import measure_peak_gflops
+from janus.flops import measure_peak_gflops, step_flops
 from janus.model import JanusModel
 from janus.noising import span_mask
 from janus.objective import Batch, compute_loss, objective
-from janus.parallel import init_parallel
 from janus.tokenizer import PAD, Tokenizer, pad_batch
-from pretrain.datasets import nmt_tokenizer, read_pairs
+from pretrain.datasets import nmt_tokenizer
+from pretrain.inputs import read_pairs
 
 
 def real_batch(tok: Tokenizer, data: Path, target_tokens: int, lengths: tuple[int, int] = (20, 32),
@@ -42,28 +42,10 @@ def real_batch(tok: Tokenizer, data: Path, target_tokens: int, lengths: tuple[in
     return Batch(pad_batch(src), tgt_t, span_mask(tgt_t, 0, torch.Generator().manual_seed(seed)))
 
 
-def decoder_positions(batch: Batch, obj: str) -> dict[str, int]:
-    """Positions that pass through the decoder and through the output projection, per objective."""
-    length = batch.tgt.shape[1]
-    b = batch.tgt.shape[0]
-    k = int(batch.masked.sum(1).max())
-    ar_dec, ar_out = 2 * (length - 1), length - 1
-    if obj == "ar":
-        return {"dec": b * ar_dec, "out": b * ar_out}
-    if obj == "cmlm":
-        return {"dec": b * length, "out": b * k}
-    return {"dec": b * (ar_dec + length + 2 * k), "out": b * (ar_out + 2 * k)}
-
-
 def theory_ratio(cfg, batch: Batch) -> float:
-    """JANUS/AR step cost predicted by counting positions, weighting each by its linear-layer FLOPs."""
-    d, f, v = cfg.d_model, cfg.ffn_dim, cfg.vocab_size
-    enc_pos = batch.src.numel()
-    c_enc = cfg.encoder_layers * (4 * d * d + 2 * d * f) + cfg.decoder_layers * 2 * d * d  # + cross K/V
-    c_dec = cfg.decoder_layers * (6 * d * d + 2 * d * f)
-    cost = {o: enc_pos * c_enc + p["dec"] * c_dec + p["out"] * d * v
-            for o in ("ar", "janus") for p in [decoder_positions(batch, o)]}
-    return cost["janus"] / cost["ar"]
+    """JANUS/AR step cost predicted from the shapes: the linear layers' FLOPs of each (janus.flops)."""
+    return step_flops(cfg, batch, objective("janus"), attention=False) / \
+        step_flops(cfg, batch, objective("ar"), attention=False)
 
 
 def step_time(model, batch, obj, warmup: int = 2, reps: int = 5) -> tuple[float, float]:
@@ -91,7 +73,6 @@ def bench_model(preset_name: str = "small", out: str | None = None, target_token
                 threads: int = 2, vocab_size: int = 8000) -> dict:
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
-    init_parallel(1)
     data, tok = nmt_tokenizer(vocab_size)
     cfg = preset(preset_name, vocab_size=tok.vocab_size, dropout=0.0)
     batch = real_batch(tok, data, target_tokens)

@@ -20,22 +20,21 @@ import torch
 
 from janus.config import preset
 from janus.flops import measure_peak_gflops
-from pretrain.config import load_config
-from pretrain.datasets import nmt_tokenizer, read_pairs
-from pretrain.registry import cache_dir
+from pretrain.config import TrainConfig
+from pretrain.datasets import nmt_tokenizer
+from pretrain.inputs import read_pairs
+from pretrain.packages import cache_dir
 from pretrain.shards import shard_urls, write_pair_shards
 
 
 def _engine_run(shards: Path, tokenizer: Path, run_dir: Path, preset_name: str, objective: str, workers: int,
                 steps: int, warmup: int, token_budget: int) -> dict:
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
-    cfg = load_config(None, [f"shards={shards}", f"tokenizer={tokenizer}", f"run_dir={run_dir}", "data_kind=pairs",
-                             f"model_preset={preset_name}", f"objective={objective}", f"num_workers={workers}",
-                             f"max_steps={steps}", f"checkpoint_every={10 ** 6}", f"token_budget={token_budget}",
-                             f"window={token_budget * 4}", "max_source_tokens=128", "max_target_tokens=128",
-                             "zero_stage=2", "warmup_steps=10"])
-    run_training(cfg)
+    run_training(TrainConfig(shards=str(shards), tokenizer=str(tokenizer), run_dir=str(run_dir), data_kind="pairs",
+                             model_preset=preset_name, objective=objective, num_workers=workers, max_steps=steps,
+                             checkpoint_every=10 ** 6, token_budget=token_budget, window=token_budget * 4,
+                             max_source_tokens=128, max_target_tokens=128, zero_stage=2, warmup_steps=10))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     timed = rows[warmup:]
     seconds = timed[-1]["elapsed_s"] - rows[warmup - 1]["elapsed_s"]

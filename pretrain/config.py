@@ -57,11 +57,7 @@ class TrainConfig:
     max_nonfinite: int = 5  # this many non-finite losses in a row stop the run
     lock_wait_s: float = 60.0  # how long a start waits for another live run of this run_dir to exit
     init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
-    eval_every: int = 0  # fine-tuning: dev metric every N steps; the best checkpoint is kept
-    patience: int = 0  # fine-tuning: > 0 ends the run after this many dev evaluations without a new best
     dropout: float = -1.0  # >= 0 replaces the preset's dropout (the release trains NMT at 0.3)
-    task: str = ""  # fine-tuning: nmt | summarization | question_generation | dialogue
-    dev_examples: int = 200  # fine-tuning: dev pairs decoded (AR greedy) for the dev metric
     peak_gflops: float = 0.0  # per-rank matmul peak for MFU; 0 = measure at start
     # fault injection, for tests of the failure paths
     debug_nonfinite_batches: str = ""  # "3,7": make the loss of these batches (1-based, this process) NaN
@@ -88,11 +84,11 @@ class TrainConfig:
                 raise ConfigKeyError(f"config key {key}={getattr(self, key)!r}: {what}")
 
         for key in ("max_steps", "checkpoint_every", "grad_accum", "token_budget", "max_source_tokens",
-                    "max_target_tokens", "window", "max_nonfinite", "dev_examples", "tensor_parallel"):
+                    "max_target_tokens", "window", "max_nonfinite", "tensor_parallel"):
             need(getattr(self, key) >= 1, key, "must be a positive integer")
         need(self.num_workers >= 1, "num_workers", "must be >= 1 (one Ray worker per rank; there is no "
                                                    "in-process mode)")
-        for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "eval_every", "patience", "seed",
+        for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "seed",
                     "debug_sigkill_at_step"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         for key in ("max_minutes", "grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops", "shard_retries",
@@ -100,7 +96,6 @@ class TrainConfig:
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
         need(self.dropout < 1.0, "dropout", "must be below 1 (or < 0 for the preset's)")
-        need(not self.patience or self.eval_every > 0, "patience", "needs eval_every > 0 (dev evaluations to count)")
         need(self.shard_timeout_s > 0, "shard_timeout_s", "must be > 0")
         need(not self.shard_reader or "{url}" in self.shard_reader, "shard_reader",
              "must contain {url}, e.g. 'aws s3 cp {url} -'")
@@ -143,9 +138,9 @@ def _coerce(name: str, value, kind):
                              f"got {value!r}") from None
 
 
-def load_config(path: str | None, overrides: list[str] = (), config_dir: Path = CONFIG_DIR) -> TrainConfig:
-    """Read a TOML config (a path, or a built-in name in `config_dir`: pretrain/configs/, or finetune/configs/
-    for fine-tuning) and apply key=value overrides."""
+def read_config(path: str | None, overrides: list[str] = (), config_dir: Path = CONFIG_DIR) -> dict:
+    """The raw values of a TOML config (a path, or a built-in name in `config_dir`: pretrain/configs/, or
+    finetune/configs/ for fine-tuning) with the command line's key=value overrides applied."""
     values: dict = {}
     if path:
         file = Path(path)
@@ -165,15 +160,27 @@ def load_config(path: str | None, overrides: list[str] = (), config_dir: Path = 
             raise ConfigKeyError(f"override {item!r} must look like key=value")
         key, value = item.split("=", 1)
         values[key.strip()] = value
-    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    return values
+
+
+def build(kind: type, values: dict, others: tuple[type, ...] = ()):
+    """`kind` from the values that name its fields; a key that is neither its nor one of `others`' (the
+    configs read from the same file) is refused with the nearest valid name."""
+    fields = {f.name: f.type for f in dataclasses.fields(kind)}
+    known = set(fields).union(*({f.name for f in dataclasses.fields(o)} for o in others))
     for key in values:
         if key in RENAMED:
             raise ConfigKeyError(f"config key {key!r} was split into {RENAMED[key]}")
-        if key not in fields:
-            near = difflib.get_close_matches(key, fields, n=1)
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ConfigKeyError(f"unknown config key {key!r}{hint}")
-    return TrainConfig(**{k: _coerce(k, v, fields[k]) for k, v in values.items()}).validate()
+    return kind(**{k: _coerce(k, v, fields[k]) for k, v in values.items() if k in fields})
+
+
+def load_config(path: str | None, overrides: list[str] = (), config_dir: Path = CONFIG_DIR) -> TrainConfig:
+    """A validated TrainConfig from a TOML config and key=value overrides (see read_config)."""
+    return build(TrainConfig, read_config(path, overrides, config_dir)).validate()
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:

@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 from janus.export import sha256_file
-from janus.files import read_text
 from janus.tokenizer import Tokenizer, train_tokenizer
-from pretrain.registry import cache_dir, debian_indexes
+from pretrain.inputs import read_pairs
+from pretrain.packages import cache_dir, debian_indexes
 
 SPLITS = ("train", "dev", "test")
 
@@ -199,16 +199,6 @@ def fetch(name: str, out_dir: Path | None = None, pair: str = "en-de") -> Path:
     default = f"nmt-{pair}" if name == "nmt" else name
     out = Path(out_dir) if out_dir else cache_dir() / "datasets" / default
     return RECIPES[name](out, pair) if name == "nmt" else RECIPES[name](out)
-
-
-def read_pairs(data_dir: Path, split: str) -> list[tuple[str, str]]:
-    data_dir = Path(data_dir)
-    src = read_text(data_dir / f"{split}.src").splitlines()
-    tgt = read_text(data_dir / f"{split}.tgt").splitlines()
-    if len(src) != len(tgt):
-        raise ValueError(f"{data_dir}/{split}.src has {len(src)} lines but {split}.tgt has {len(tgt)}: "
-                         "the two sides must be line-aligned")
-    return list(zip(src, tgt))
 
 
 def nmt_tokenizer(vocab_size: int = 8000, pair: str = "en-de") -> tuple[Path, Tokenizer]:

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 from janus.export import check_export_target, verify_export, write_export
-from pretrain.init_weights import read_weights, resolve
+from pretrain.artifacts import read_weights, resolve
 
 
-def _model_card(source: Path, cfg, train: dict, manifest: dict) -> str:
+def _model_card(source: Path, cfg, task: str | None, train: dict, manifest: dict) -> str:
     run_dir = source.parent.parent
-    lines = [f"# JANUS model ({train.get('task') or 'pretrained backbone'})", "",
+    lines = [f"# JANUS model ({task or 'pretrained backbone'})", "",
              "One encoder-decoder that decodes autoregressively (beam, greedy), non-autoregressively "
              "(mask-predict) and by draft-and-verify; load it with `janus.load(DIR)` or pass it to "
              "`janus finetune --init` / `janus evaluate --model`.", "",
@@ -49,10 +49,11 @@ def export_checkpoint(path: str, out: str, force: bool = False) -> Path:
     state, cfg, tok = read_weights(source)
     info = json.loads((source / "config.json").read_text())
     manifest = json.loads((source / "COMPLETE.json").read_text()) if (source / "COMPLETE.json").is_file() else {}
-    train = info.get("train", {})
-    card = _model_card(source, cfg, train, manifest)
-    out_dir = write_export(out, state, cfg, tok, card, force=force, source={"checkpoint": str(source), "train": train,
-                                                               "step": manifest.get("step")})
+    train, finetune = info.get("train", {}), info.get("finetune", {})
+    card = _model_card(source, cfg, finetune.get("task"), train, manifest)
+    out_dir = write_export(out, state, cfg, tok, card, force=force,
+                           source={"checkpoint": str(source), "train": train, "finetune": finetune,
+                                   "step": manifest.get("step")})
     problems = verify_export(out_dir)
     if problems:
         raise RuntimeError(f"the export just written does not verify: {problems[0]}")

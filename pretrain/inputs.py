@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Iterator
 
 from janus.files import read_text
-from pretrain.datasets import read_pairs
 
 TEXT_SUFFIXES = (".txt", ".src", ".tgt", ".md", ".rst")
 
@@ -51,14 +50,35 @@ def read_documents(paths: list[str | Path]) -> Iterator[str]:
                         yield text
 
 
+def read_pairs(data: str | Path, split: str) -> list[tuple[str, str]]:
+    """The (src, tgt) pairs of one split of a GLGE-layout directory (DIR/{split}.src and .tgt, one example
+    per line), refusing a missing side, an empty line or misaligned sides in one line."""
+    d = Path(data)
+    sides = []
+    for side in ("src", "tgt"):
+        path = d / f"{split}.{side}"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: a task directory holds {{train,dev,test}}.{{src,tgt}}")
+        lines = read_text(path).split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                raise ValueError(f"{path} line {n} is empty: every line must hold one example "
+                                 f"(remove that pair from both {split}.src and {split}.tgt)")
+        sides.append(lines)
+    if len(sides[0]) != len(sides[1]):
+        raise ValueError(f"{d / (split + '.src')} has {len(sides[0])} lines but {d / (split + '.tgt')} has "
+                         f"{len(sides[1])}: the two sides must be line-aligned")
+    if not sides[0]:
+        raise ValueError(f"{d / (split + '.src')} is empty")
+    return list(zip(*sides))
+
+
 def read_pair_input(path: str | Path, split: str) -> list[tuple[str, str]]:
     """(src, tgt) pairs from a GLGE directory ({split}.src/.tgt) or a JSONL file with src/tgt fields."""
     path = Path(path)
     if path.is_dir():
-        for side in ("src", "tgt"):
-            if not (path / f"{split}.{side}").is_file():
-                raise FileNotFoundError(f"{path}/{split}.{side} is missing: a task directory needs "
-                                        f"{{train,dev,test}}.{{src,tgt}}")
         return read_pairs(path, split)
     if path.suffix == ".jsonl" and path.is_file():
         pairs = []

@@ -1,9 +1,11 @@
-"""Shared fixtures: real en-de sentence pairs (LibreOffice help, fetched once into the cache), a
-tokenizer trained on them, and a single-process tensor-parallel group."""
+"""Shared fixtures: real en-de sentence pairs and a tokenizer trained on them, both from the sample committed
+in cluster/data (LibreOffice help, MPL-2.0; its README says where it comes from), so that the model, mask,
+objective and decoding tests run without network access; the whole en-de task directory (fetched once
+into the cache) for the tests that train through the engine; and a single-process tensor-parallel group
+for the tests that run DeepSpeed in this process."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import torch
 
 from janus.parallel import init_parallel
 from janus.tokenizer import Tokenizer, train_tokenizer
-from pretrain.datasets import fetch, read_pairs
-from pretrain.registry import cache_dir
+from janus.export import sha256_file
+from pretrain.datasets import fetch
+from pretrain.packages import cache_dir
 
 warnings.filterwarnings("ignore", message=".*Transformer Engine.*")
 
@@ -23,21 +26,26 @@ def nmt_dir() -> Path:
     return fetch("nmt", pair="en-de")
 
 
-@pytest.fixture(scope="session")
-def real_pairs(nmt_dir) -> list[tuple[str, str]]:
-    """A few hundred real training pairs of moderate length."""
-    pairs = [p for p in read_pairs(nmt_dir, "train") if 4 <= len(p[0].split()) <= 14]
-    return pairs[::20][:400]
+SAMPLE = Path(__file__).parent.parent / "cluster" / "data" / "libreoffice-help-en-de.tsv"
+
+
+def _sample() -> list[tuple[str, str]]:
+    return [tuple(line.split("\t")) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="session")
-def tokenizer(nmt_dir) -> Tokenizer:
-    version = json.loads((nmt_dir / "manifest.json").read_text())["sha256"]["train.src"][:12]
-    path = cache_dir() / "test-tokenizers" / f"nmt-en-de-1000-{version}.model"
+def real_pairs() -> list[tuple[str, str]]:
+    """400 real pairs of moderate length (4-14 English words), offline."""
+    return [p for p in _sample() if 4 <= len(p[0].split()) <= 14][:400]
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    """1,000 pieces trained on the committed sample (both sides), offline; cached by the sample's hash."""
+    path = cache_dir() / "test-tokenizers" / f"sample-en-de-1000-{sha256_file(SAMPLE)[:12]}.model"
     if path.exists():
         return Tokenizer(path)
-    sentences = [s for pair in read_pairs(nmt_dir, "train")[:4000] for s in pair]
-    return train_tokenizer(sentences, path, vocab_size=1000, character_coverage=1.0)
+    return train_tokenizer([s for pair in _sample() for s in pair], path, vocab_size=1000, character_coverage=1.0)
 
 
 @pytest.fixture(scope="session", autouse=True)

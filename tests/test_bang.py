@@ -121,4 +121,8 @@ def test_tiny_bang_model_trains_and_decodes_ar_semi_nar_and_nar(tokenizer, real_
     semi = bang_generate(model, src, STREAMS, block=STREAMS, max_len=24)
     nar = bang_generate(model, src, STREAMS, block=None, max_len=24)
     assert sum(h.tokens == t for h, t in zip(semi, targets)) >= 12  # 4 tokens per pass, memorised data
-    assert len(nar) == len(pairs) and all(len(h.tokens) <= 23 for h in nar)
+    # one pass: each of the 4 streams predicts its position of the first block from the source alone, so on
+    # memorised data the first block comes out right (an untrained model gets ~0.2% of tokens right)
+    assert sum(h.tokens[:STREAMS] == t[:STREAMS] for h, t in zip(nar, targets)) >= 40
+    right = sum(sum(a == b for a, b in zip(h.tokens, t)) for h, t in zip(nar, targets))
+    assert right / sum(len(t) for t in targets) > 0.4

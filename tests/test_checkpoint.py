@@ -22,7 +22,7 @@ def _worker(rank, world, port, root):
     from janus.model import JanusModel
     from janus.parallel import init_parallel
     from pretrain import checkpoint
-    from pretrain.engine import MegatronMPU
+    from pretrain.deepspeed_setup import MegatronMPU
 
     init_parallel(1)
     torch.manual_seed(0)

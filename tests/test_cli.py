@@ -15,7 +15,7 @@ def test_bench_model_writes_its_json(tmp_path, nmt_dir):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     for obj in ("ar", "cmlm", "janus"):
-        assert report["tokens_per_s"][obj] > 0 and 0 < report["mfu"][obj] < 1.5
+        assert report["tokens_per_s"][obj] > 0 and 0 < report["mfu"][obj] < 1.0
     assert report["janus_over_ar"] > 1 and report["janus_over_ar_theory"] > 1
     assert report["peak_gflop_s"] > 0
     assert "JANUS/AR step cost" in proc.stdout

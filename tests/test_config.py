@@ -46,7 +46,7 @@ def test_presets_are_valid_and_sized_as_the_paper():
 
 
 def test_learning_rate_schedules():
-    from pretrain.trainer import lr_at
+    from pretrain.lr_schedule import lr_at
 
     assert lr_at(0, 1e-3, 10) == pytest.approx(1e-4)  # warmup
     assert lr_at(9, 1e-3, 10) == pytest.approx(1e-3)

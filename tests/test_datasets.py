@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pretrain.datasets import SPLITS, fetch, read_pairs
+from pretrain.datasets import SPLITS, fetch
+from pretrain.inputs import read_pairs
 
 
 @pytest.mark.parametrize("name, minimum", [("summarization", 40000), ("dialogue", 100000), ("qg", 500)])
@@ -50,7 +51,7 @@ def test_bad_recipe_arguments():
 
 
 def test_missing_tool_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
-    from pretrain.registry import FetchError
+    from pretrain.packages import FetchError
 
     monkeypatch.setenv("JANUS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, dpkg, npm here

@@ -55,6 +55,23 @@ def test_beam_search_scores_at_least_greedy(setup):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("length_penalty", [0.5, 1.0, 2.0])
+def test_beam_scores_are_the_sum_of_log_probs_over_length_to_the_penalty(setup, length_penalty):
+    """Each returned hypothesis scores sum(log p) / len^length_penalty (EOS counted), with the log-probs
+    recomputed here by feeding its tokens back; the ranking therefore follows the penalty."""
+    model, src, _ = setup
+    cfg = model.cfg
+    beams = ar_beam(model, src, beam=3, length_penalty=length_penalty, max_len=14)
+    for i, hyp in enumerate(beams):
+        stepper = ARStepper(model, model.encode(src[i:i + 1]))
+        total, prev = 0.0, cfg.bos_id
+        for token in [*hyp.tokens, cfg.eos_id]:
+            total += float(stepper.step(torch.tensor([prev]))[0, token])
+            prev = token
+        assert hyp.score == pytest.approx(total / (len(hyp.tokens) + 1) ** length_penalty, abs=1e-4)
+
+
+@torch.no_grad()
 def test_mask_predict_T1_is_one_argmax_pass(setup):
     model, src, _ = setup
     hyps = mask_predict(model, src, iterations=1, length_beam=1)

@@ -23,13 +23,14 @@ def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
     from janus.model import JanusModel
     from janus.objective import compute_loss, objective
     from janus.parallel import init_parallel, parallel_state
-    from pretrain.engine import MegatronMPU
+    from janus.parallelize import parallelize
+    from pretrain.deepspeed_setup import MegatronMPU
     from pretrain.loader import LoaderConfig, PairLoader
     from pretrain.shards import shard_urls
 
     init_parallel(tp)
     torch.manual_seed(0)
-    model = JanusModel(preset("tiny", vocab_size=vocab))
+    model = parallelize(JanusModel(preset("tiny", vocab_size=vocab)))
     config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
               "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "torch_adam": True}},
               "zero_optimization": {"stage": 2}, "steps_per_print": 10 ** 9}
@@ -58,7 +59,7 @@ def _worker(rank, world, tp, port, shard_dir, vocab, out_dir):
 
 @pytest.mark.parametrize("tp", [2, 1])
 def test_zero2_trains_over_megatron_groups(tp, tmp_path, nmt_dir, tokenizer):
-    from pretrain.datasets import read_pairs
+    from pretrain.inputs import read_pairs
     from pretrain.shards import write_pair_shards
 
     shard_dir = tmp_path / "shards"

@@ -15,7 +15,7 @@ from finetune.tasks import check_task
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory, nmt_dir):
     """A GLGE-layout NMT task cut from the real LibreOffice en-de splits."""
-    from pretrain.datasets import read_pairs
+    from pretrain.inputs import read_pairs
 
     out = tmp_path_factory.mktemp("task")
     for split, n in (("train", 3000), ("dev", 40), ("test", 12)):
@@ -94,7 +94,7 @@ def pretrained(tmp_path_factory, task_dir, tokenizer):
     from pretrain.config import load_config
     from pretrain.inputs import read_documents
     from pretrain.shards import write_block_shards
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     shards = tmp_path_factory.mktemp("blocks")
     write_block_shards(list(read_documents([task_dir / "train.tgt"])), tokenizer.path, shards, seq_len=64,
@@ -107,11 +107,11 @@ def pretrained(tmp_path_factory, task_dir, tokenizer):
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, pretrained, task_dir):
-    from finetune.run import run_finetune
+    from finetune.run import load_finetune_config, run_finetune
 
     run_dir = tmp_path_factory.mktemp("finetune")
-    run_finetune("nmt", str(task_dir), str(pretrained), "tiny",
-                 [f"run_dir={run_dir}", "max_steps=12", "eval_every=4", "checkpoint_every=4", "keep_checkpoints=1"])
+    run_finetune("nmt", str(task_dir), str(pretrained), *load_finetune_config(
+        "tiny", [f"run_dir={run_dir}", "max_steps=12", "eval_every=4", "checkpoint_every=4", "keep_checkpoints=1"]))
     return run_dir
 
 
@@ -135,13 +135,13 @@ def test_finetuning_starts_from_the_pretrained_weights_and_keeps_the_best_dev_ch
 
 
 def test_patience_ends_the_run_when_the_dev_metric_stops_improving(tmp_path, task_dir, tokenizer):
-    from finetune.run import run_finetune
+    from finetune.run import load_finetune_config, run_finetune
     from pretrain import checkpoint
 
     run_dir = tmp_path / "patience"
-    run_finetune("nmt", str(task_dir), "scratch", "tiny",
-                 [f"run_dir={run_dir}", f"tokenizer={tokenizer.path}", "max_steps=40", "eval_every=2",
-                  "checkpoint_every=100", "patience=2", "dev_examples=8"])
+    run_finetune("nmt", str(task_dir), "scratch", *load_finetune_config(
+        "tiny", [f"run_dir={run_dir}", f"tokenizer={tokenizer.path}", "max_steps=40", "eval_every=2",
+                 "checkpoint_every=100", "patience=2", "dev_examples=8"]))
     dev = [json.loads(line) for line in (run_dir / "dev.jsonl").read_text().splitlines()]
     best, since, stop = float("-inf"), 0, None  # where patience 2 must end the run, from the dev curve
     for d in dev:
@@ -198,8 +198,9 @@ def test_bench_decode_times_every_mode_interleaved_with_spread_and_paired_speedu
 
 def test_export_verifies_loads_and_generates_like_the_checkpoint(finetuned, tmp_path):
     import janus
-    from finetune.evaluate import load_model
+    from pretrain.artifacts import load_model
     from janus.export import verify_export
+    from janus.generate import Mode, translate
     from janus.tokenizer import pad_batch
 
     out = tmp_path / "export"
@@ -219,7 +220,9 @@ def test_export_verifies_loads_and_generates_like_the_checkpoint(finetuned, tmp_
     assert torch.equal(a, b)
     texts = ["Click OK.", "Select the cells you want to format."]
     assert loaded.generate(texts, mode="draft") == loaded.generate(texts, mode="ar_greedy")
-    assert len(loaded.generate(texts, mode="nar", iterations=2)) == 2
+    # mask-predict through the export gives the checkpoint's outputs
+    nar = loaded.generate(texts, mode="nar", iterations=2)
+    assert nar == translate(model, tok, texts, Mode("nar_T2", "nar", iterations=2))
     # a flipped byte in the weights fails verification, through the CLI too
     data = bytearray((out / "model.safetensors").read_bytes())
     data[-5] ^= 0xFF
@@ -230,3 +233,23 @@ def test_export_verifies_loads_and_generates_like_the_checkpoint(finetuned, tmp_
     assert bad.returncode == 1 and "model.safetensors" in bad.stderr
     with pytest.raises(ValueError, match="sha256 differs"):
         janus.load(out)
+
+
+def test_a_bang_model_is_evaluated_in_its_own_modes_through_janus_evaluate(task_dir, tokenizer, tmp_path):
+    """A run trained with the BANG objective is decoded by `janus evaluate --mode all` with AR and BANG's NAR
+    and semi-NAR, not with mask-predict or draft-and-verify (which need the CMLM stream BANG does not train)."""
+    from finetune.run import load_finetune_config, run_finetune
+
+    run_dir = tmp_path / "bang"
+    run_finetune("nmt", str(task_dir), "scratch", *load_finetune_config(
+        "tiny", [f"run_dir={run_dir}", f"tokenizer={tokenizer.path}", "objective=bang", "max_steps=4",
+                 "eval_every=4", "checkpoint_every=4", "dev_examples=4"]))
+    out = tmp_path / "eval"
+    cli = subprocess.run([sys.executable, "-m", "cluster.cli", "evaluate", "--model", str(run_dir), "--data",
+                          str(task_dir), "--split", "test", "--latency-examples", "2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["ar_beam5", "ar_greedy", "bang_nar", "bang_semi4"]
+    assert all(len((out / f"{name}.hyp").read_text().splitlines()) == 12 for name in metrics)
+    assert json.loads((run_dir / "checkpoints" / "step-00000004" / "config.json").read_text())["finetune"]["task"] == "nmt"

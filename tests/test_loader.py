@@ -8,7 +8,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from pretrain.datasets import read_pairs
+from pretrain.inputs import read_pairs
 from pretrain.loader import LoaderConfig, PairLoader
 from pretrain.shards import read_index, shard_urls, unpack, write_pair_shards
 

@@ -104,7 +104,7 @@ def _stats(masks: list[torch.Tensor]) -> tuple[float, float]:
 
 def test_release_masking_has_the_statistics_of_the_authors_code(tokenizer, nmt_dir):
     from janus.noising import release_span_mask
-    from pretrain.datasets import read_pairs
+    from pretrain.inputs import read_pairs
 
     targets = [torch.tensor(tokenizer.encode(t)) for _, t in read_pairs(nmt_dir, "train")[:20000:10]]
     torch.manual_seed(0)

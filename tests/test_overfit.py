@@ -55,3 +55,39 @@ def test_tiny_model_overfits_64_real_pairs(tokenizer, real_pairs):
     unseen = pad_batch([tokenizer.encode(s) for s, _ in real_pairs[-40:]])
     assert [h.tokens for h in draft_and_verify(model, unseen, max_len=40)] == \
         [h.tokens for h in ar_greedy(model, unseen, max_len=40)]
+
+
+def test_post_norm_relu_layers_compute_what_they_say_and_learn(tokenizer, real_pairs):
+    """norm="post", activation="relu" (the release's transformer layers; `base` uses ReLU): a layer computes
+    norm(x + f(x)) with ReLU in the FFN, no final norms are added, and such a model memorises pairs."""
+    import torch.nn.functional as F
+
+    from janus.model import attention_bias
+
+    torch.manual_seed(0)
+    model = JanusModel(preset("tiny", vocab_size=tokenizer.vocab_size, norm="post", activation="relu")).eval()
+    assert isinstance(model.enc_final_norm, torch.nn.Identity) and isinstance(model.dec_final_norm, torch.nn.Identity)
+    layer = model.encoder[0]
+    x = torch.randn(2, 5, model.cfg.d_model)
+    mask = attention_bias(torch.ones(2, 1, 5, dtype=torch.bool), x.dtype)
+    h = layer.self_norm(x + layer.self_attn(x, mask))
+    expected = layer.ffn_norm(h + layer.ffn.fc2(F.relu(layer.ffn.fc1(h))))
+    assert torch.allclose(layer(x, mask), expected, atol=1e-6)
+    pre = JanusModel(preset("tiny", vocab_size=tokenizer.vocab_size))
+    pre.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=False)
+    assert not torch.allclose(pre.encoder[0](x, mask), expected, atol=1e-3)  # pre-norm GELU is another function
+
+    pairs = [(s, t) for s, t in real_pairs if len(tokenizer.encode(t)) <= 16 and len(tokenizer.encode(s)) <= 16][:32]
+    src = pad_batch([tokenizer.encode(s) for s, _ in pairs])
+    tgt = pad_batch([tokenizer.encode(t) for _, t in pairs])
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(200):
+        loss, _ = compute_loss(model, Batch(src, tgt, torch.zeros_like(tgt, dtype=torch.bool)),
+                               objective("ar", label_smoothing=0.0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    targets = [tokenizer.encode(t, bos_eos=False) for _, t in pairs]
+    assert sum(h.tokens == t for h, t in zip(ar_greedy(model, src, max_len=24), targets)) >= 24

@@ -82,7 +82,7 @@ def small_task(tmp_path_factory, nmt_dir):
 @pytest.fixture(scope="module")
 def other_tokenizer(tmp_path_factory, nmt_dir):
     from janus.tokenizer import train_tokenizer
-    from pretrain.datasets import read_pairs
+    from pretrain.inputs import read_pairs
 
     out = tmp_path_factory.mktemp("other-tok") / "other.model"
     return train_tokenizer([s for p in read_pairs(nmt_dir, "train")[:2000] for s in p], out, vocab_size=500,
@@ -204,16 +204,16 @@ def test_resuming_with_another_tokenizer_is_refused_and_writes_nothing(capsys, r
 
 
 def test_finetune_reshards_changed_data_and_refuses_it_in_a_run_that_trained(tmp_path, small_task):
-    from finetune.run import prepare
+    from finetune.run import load_finetune_config, prepare
     from pretrain.shards import read_index
 
     data = tmp_path / "task"
     shutil.copytree(small_task, data)
-    cfg, _ = prepare("nmt", str(data), "scratch", "tiny", [f"run_dir={tmp_path / 'ft'}"])
+    cfg, _ = prepare("nmt", str(data), "scratch", *load_finetune_config("tiny", [f"run_dir={tmp_path / 'ft'}"]))
     first = read_index(cfg.shards)
     lines = (data / "train.tgt").read_text().splitlines()
     (data / "train.tgt").write_text("\n".join(["Hallo Welt.", *lines[1:]]) + "\n")
-    cfg, _ = prepare("nmt", str(data), "scratch", "tiny", [f"run_dir={tmp_path / 'ft'}"])
+    cfg, _ = prepare("nmt", str(data), "scratch", *load_finetune_config("tiny", [f"run_dir={tmp_path / 'ft'}"]))
     second = read_index(cfg.shards)
     assert second["input_sha256"] != first["input_sha256"]  # re-sharded, not re-stamped
     assert not [p for p in (tmp_path / "ft").iterdir() if p.name.endswith(".tmp")]
@@ -364,7 +364,8 @@ def test_an_invalid_image_reference_writes_no_manifest(capsys, tmp_path):
 def long_task(tmp_path_factory):
     """A summarization task in the GLGE layout whose sources run 300-400 words: Debian long package
     descriptions -> their synopsis (the longest of `janus data fetch summarization`)."""
-    from pretrain.datasets import fetch, read_pairs
+    from pretrain.datasets import fetch
+    from pretrain.inputs import read_pairs
 
     source = fetch("summarization")
     out = tmp_path_factory.mktemp("long-task")

@@ -20,10 +20,11 @@ def _tp_worker(rank, world, port, path, out_dir):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from janus.parallel import init_parallel
+    from janus.parallelize import parallelize
 
     init_parallel(tensor_parallel_size=world)
     saved = torch.load(path)
-    model = JanusModel(preset("tiny", vocab_size=saved["vocab"]))
+    model = parallelize(JanusModel(preset("tiny", vocab_size=saved["vocab"])))
     model.load_full_state_dict(saved["state"])
     batch = Batch(**saved["batch"])
     loss, terms = compute_loss(model, batch, objective("janus"))

@@ -79,7 +79,7 @@ def _metrics(run_dir):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, data):
     """The reference: 2 workers x ZeRO-2, 20 steps, never interrupted."""
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     run_dir = tmp_path_factory.mktemp("straight")
     run_training(load_config("tiny", [*data, f"run_dir={run_dir}", "max_steps=20", "checkpoint_every=10"]))
@@ -107,7 +107,7 @@ def test_two_workers_zero2_loss_falls_with_metrics_and_artifacts(straight):
 
 
 def test_a_worker_killed_with_sigkill_is_restarted_by_ray_and_the_run_resumes_exactly(tmp_path, data, straight):
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     run_dir = tmp_path / "killed-worker"
     run_training(load_config("tiny", [*data, f"run_dir={run_dir}", "max_steps=20", "checkpoint_every=10",
@@ -178,7 +178,7 @@ def test_a_start_waits_for_the_holder_to_exit_and_then_holds_the_directory(tmp_p
 def test_fewer_workers_resume_a_checkpoint_through_the_universal_format(tmp_path, data, straight):
     """Elastic resume: the step-10 checkpoint of 2 workers continues on 1 worker."""
     from pretrain import checkpoint
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     run_dir = tmp_path / "elastic"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -200,7 +200,7 @@ def test_fewer_workers_resume_a_checkpoint_through_the_universal_format(tmp_path
 
 def test_nonfinite_losses_are_skipped_and_k_in_a_row_stop_the_run(tmp_path, data):
     from pretrain import checkpoint
-    from pretrain.trainer import Diverged, run_training
+    from pretrain.launch import Diverged, run_training
 
     run_dir = tmp_path / "nan"
     with pytest.raises(Diverged, match=r"non-finite 3 steps in a row at step 4; the last good checkpoint is step 2"):
@@ -214,7 +214,7 @@ def test_nonfinite_losses_are_skipped_and_k_in_a_row_stop_the_run(tmp_path, data
 
 def test_a_clock_budget_ends_the_run_at_a_checkpoint_and_drives_the_schedule(tmp_path, data):
     from pretrain import checkpoint
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     run_dir = tmp_path / "clock"
     cfg = [*data, f"run_dir={run_dir}", "max_steps=1000000", "checkpoint_every=1000000", "max_minutes=0.1",
@@ -241,7 +241,7 @@ def test_config_errors_name_the_key():
 
 def test_sigterm_checkpoints_and_exits_with_the_preemption_code(tmp_path, data):
     from pretrain import checkpoint
-    from pretrain.trainer import PREEMPTED_EXIT_CODE
+    from pretrain.launch import PREEMPTED_EXIT_CODE
 
     run_dir = tmp_path / "preempt"
     cmd = [sys.executable, "-m", "cluster.cli", "pretrain", "--config", "tiny", *data, f"run_dir={run_dir}",
@@ -257,17 +257,49 @@ def test_sigterm_checkpoints_and_exits_with_the_preemption_code(tmp_path, data):
 
 
 @pytest.mark.parametrize("layout", [["zero_stage=3"], ["tensor_parallel=2", "zero_stage=1"]])
-def test_zero3_and_tensor_parallel_runs(tmp_path, data, layout):
-    from pretrain.trainer import run_training
+def test_zero3_and_tensor_parallel_runs_take_the_plain_runs_steps(tmp_path, data, straight, layout):
+    """ZeRO-3 over two data-parallel ranks trains as the plain ZeRO-2 run does; TP=2 over two workers (one
+    data-parallel rank, so one data stream) as a plain run on one worker: the same losses, step for step,
+    up to the order of floating-point reductions."""
+    from pretrain.launch import run_training
 
     run_dir = tmp_path / "run"
     run_training(load_config("tiny", [*data, f"run_dir={run_dir}", "max_steps=12", "checkpoint_every=12", *layout]))
-    losses = [m["loss"] for m in _metrics(run_dir)]
-    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    if "tensor_parallel=2" in layout:
+        plain = tmp_path / "plain"
+        run_training(load_config("tiny", [*data, f"run_dir={plain}", "max_steps=12", "checkpoint_every=12",
+                                          "num_workers=1"]))
+        reference = _metrics(plain)
+    else:
+        reference = _metrics(straight)[:12]
+    got = _metrics(run_dir)
+    assert [m["tokens"] for m in got] == [m["tokens"] for m in reference]  # the same batches
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(got, reference)) < 1e-3
+    assert reference[-1]["loss"] < reference[0]["loss"]  # and they are training steps
+
+
+def test_grad_accum_counts_optimizer_steps_over_its_micro_batches(tmp_path, data, straight):
+    """grad_accum=2: each step accumulates two loader batches, so step k has seen the batches of the plain
+    run's first 2k steps, and DeepSpeed took exactly max_steps optimizer steps."""
+    import torch
+
+    from pretrain import checkpoint
+    from pretrain.launch import run_training
+
+    run_dir = tmp_path / "accum"
+    run_training(load_config("tiny", [*data, f"run_dir={run_dir}", "max_steps=6", "checkpoint_every=6",
+                                      "grad_accum=2"]))
+    got = _metrics(run_dir)
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
+    plain = _metrics(straight)
+    assert [m["tokens"] for m in got] == [plain[2 * k - 1]["tokens"] for k in range(1, 7)]
+    states = next((run_dir / "checkpoints" / checkpoint.tag_for(6)).glob("*model_states.pt"))
+    assert torch.load(states, weights_only=False)["global_steps"] == 6
+    assert got[-1]["loss"] < got[0]["loss"]
 
 
 def test_resuming_at_another_tensor_parallel_size_is_refused_in_one_line(tmp_path, data, straight):
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     run_dir = tmp_path / "tp-change"
     (run_dir / "checkpoints").mkdir(parents=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 
-from pretrain.registry import pip_package, sha256_file
+from pretrain.packages import pip_package, sha256_file
 
 NAME, VERSION = "chitchat-dataset", "0.9.0"
 SHA256 = "7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e"

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain.registry import debian_indexes, sha256_file
+from pretrain.packages import debian_indexes, sha256_file
 
 LICENSE = "per package (Debian package descriptions; DDTP translations under the packages' licences)"
 BOILERPLATE = re.compile(r"transitional (dummy )?package|dummy transitional|dummy package", re.I)

@@ -6,7 +6,7 @@ import gzip
 import re
 from pathlib import Path
 
-from pretrain.registry import apt_package, sha256_file, unpack_deb
+from pretrain.packages import apt_package, sha256_file, unpack_deb
 
 # name: (version, sha256, licence)
 PACKAGES = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from pretrain.registry import apt_package, sha256_file, unpack_deb
+from pretrain.packages import apt_package, sha256_file, unpack_deb
 
 VERSION = "4:7.4.7-1+deb12u14"
 LICENSE = "MPL-2.0"

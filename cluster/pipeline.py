@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
@@ -70,8 +70,9 @@ def plan(cfg: DemoConfig, seconds_so_far: float) -> dict:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from finetune.evaluate import evaluate, load_model, write_results
-    from finetune.run import run_finetune
+    from finetune.evaluate import evaluate, write_results
+    from pretrain.artifacts import load_model
+    from finetune.run import load_finetune_config, run_finetune
     from finetune.tasks import check_task
     from janus.export import verify_export
     from janus.generate import modes
@@ -80,15 +81,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     from pretrain.exporting import export_checkpoint
     from pretrain.inputs import read_documents
     from pretrain.shards import write_block_shards
-    from pretrain.trainer import run_training
+    from pretrain.launch import run_training
 
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "demo-config.json").write_text(json.dumps(asdict(cfg), indent=2))
     started = time.perf_counter()
-    common = [f"model_preset={cfg.preset}", f"token_budget={cfg.token_budget}", f"window={cfg.token_budget * 8}",
-              f"num_workers={cfg.workers}", f"seed={cfg.seed}", f"lr={cfg.lr}", f"warmup_steps={cfg.warmup_steps}",
-              f"dropout={cfg.dropout}", "lr_schedule=polynomial", "max_source_tokens=128", "max_target_tokens=128"]
+    common = dict(model_preset=cfg.preset, token_budget=cfg.token_budget, window=cfg.token_budget * 8,
+                  num_workers=cfg.workers, seed=cfg.seed, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                  dropout=cfg.dropout, lr_schedule="polynomial", max_source_tokens=128, max_target_tokens=128)
 
     def data():
         nmt, tok = nmt_tokenizer(cfg.vocab_size)
@@ -110,10 +111,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     budget = json.loads(plan_path.read_text())
 
     def pretrain():
-        run_training(load_config("small", [f"shards={run / 'pretrain-shards'}", f"tokenizer={info['tokenizer']}",
-                                           f"run_dir={run / 'pretrain'}", f"max_minutes={budget['pretrain_minutes']}",
-                                           f"max_steps={cfg.max_pretrain_steps or 10 ** 9}",
-                                           "checkpoint_every=200", *common]))
+        run_training(replace(load_config("small"), shards=str(run / "pretrain-shards"), tokenizer=info["tokenizer"],
+                             run_dir=str(run / "pretrain"), max_minutes=budget["pretrain_minutes"],
+                             max_steps=cfg.max_pretrain_steps or 10 ** 9, checkpoint_every=200, **common))
 
     if cfg.pretrain_share > 0:
         _stage(run, "pretrain", f"pretrain a {cfg.preset} JANUS for {budget['pretrain_minutes']:.1f} min, "
@@ -121,10 +121,12 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     def finetune():
         every = max(1, cfg.max_finetune_steps // 2) if cfg.max_finetune_steps else 250
-        run_finetune("nmt", info["nmt"], str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch", "small",
-                     [f"run_dir={run / 'finetune'}", f"tokenizer={info['tokenizer']}",
-                      f"max_minutes={budget['finetune_minutes']}", f"max_steps={cfg.max_finetune_steps or 10 ** 9}",
-                      f"checkpoint_every={every}", f"eval_every={every}", f"dev_examples={cfg.dev_examples}", *common])
+        train, dev = load_finetune_config("small")
+        train = replace(train, run_dir=str(run / "finetune"), tokenizer=info["tokenizer"],
+                        max_minutes=budget["finetune_minutes"], max_steps=cfg.max_finetune_steps or 10 ** 9,
+                        checkpoint_every=every, **common)
+        run_finetune("nmt", info["nmt"], str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch", train,
+                     replace(dev, eval_every=every, dev_examples=cfg.dev_examples))
 
     _stage(run, "finetune", f"fine-tune en-de NMT{' from the pretrained checkpoint' if cfg.pretrain_share > 0 else ''} "
                             f"for {budget['finetune_minutes']:.1f} min", finetune)

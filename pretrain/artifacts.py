@@ -1,5 +1,7 @@
-"""Starting weights for a run: an export directory, a checkpoint step directory, or a run directory
-(its best checkpoint if fine-tuning marked one, else its latest complete one)."""
+"""Any artifact -> weights, config, tokenizer, model. An artifact is an export directory, a checkpoint step
+directory, or a run directory (its best checkpoint if fine-tuning marked one, else its newest complete
+one). Evaluation, the study, the demo, `janus export` and fine-tuning's `--init` all read through here;
+`janus.load` reads exports, the one artifact the `janus` package knows, through the same model builder."""
 
 from __future__ import annotations
 
@@ -49,9 +51,26 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig
     return checkpoint.consolidate(p), ModelConfig.from_dict(config["model"]), p / "tokenizer.model"
 
 
+def load_model(path: str | Path, device: str | None = None):
+    """(model in eval mode on `device` (default: a GPU if there is one), its Tokenizer, how it was made:
+    {"train": TrainConfig dict, "finetune": task and dev config, or {}}) for any artifact. At TP=1 no process
+    group is needed."""
+    from janus.generate import build
+    from janus.tokenizer import Tokenizer
 
-def load_init(model, path: str | Path, tokenizer: str | Path) -> None:
-    """Copy the weights at `path` into `model` (any TP size), refusing a mismatched tokenizer or shape."""
+    state, cfg, tok_path = read_weights(path)
+    return build(state, cfg, device), Tokenizer(tok_path), made_by(path)
+
+
+def made_by(path: str | Path) -> dict:
+    info = json.loads((resolve(path) / "config.json").read_text())
+    info = info.get("source", info)  # an export keeps its checkpoint's under "source"
+    return {"train": info.get("train", {}), "finetune": info.get("finetune", {})}
+
+
+def load_into(model, path: str | Path, tokenizer: str | Path) -> None:
+    """Copy the weights at `path` into `model` (any TP size; fine-tuning's `init`), refusing a mismatched
+    tokenizer or shape."""
     state, cfg, tok = read_weights(path)
     if cfg.vocab_size != model.cfg.vocab_size:
         raise ValueError(f"{path} has a {cfg.vocab_size}-piece vocabulary and the tokenizer {tokenizer} has "
