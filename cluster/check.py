@@ -205,7 +205,7 @@ class Check:
         pairs = self.train[:24]
         tgt = pad_batch([tok.encode(t) for _, t in pairs])
         batch = Batch(pad_batch([tok.encode(s) for s, _ in pairs]), tgt,
-                      span_mask(tgt, 0, torch.Generator().manual_seed(0))).to(device)
+                      span_mask(tgt, cfg.pad_id, torch.Generator().manual_seed(0))).to(device)
         obj = objective("janus")
 
         def step():

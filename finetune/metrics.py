@@ -8,9 +8,10 @@ import gzip
 import re
 import shutil
 from functools import lru_cache
-from pathlib import Path
 
 import sacrebleu
+
+from janus.files import new_directory
 
 TASK_METRICS = {
     "nmt": ("bleu", "chrf"),
@@ -56,17 +57,14 @@ def wordnet():
     root, _ = fetch("wordnet-base")
     out = cache_dir() / "wordnet-3.0"
     if not (out / "lexnames").is_file():
-        tmp = out.with_name("wordnet-3.0.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(root / "usr/share/wordnet", tmp)
-        page = gzip.open(root / "usr/share/man/man5/lexnames.5WN.gz", "rt").read()
-        category = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
-        rows = re.findall(r"^(\d\d)\t((noun|verb|adj|adv)\.\w+) *\t", page, flags=re.M)
-        if [int(n) for n, _, _ in rows] != list(range(45)):
-            raise RuntimeError(f"could not read the 45 lexicographer files from {root}'s lexnames(5) page")
-        (tmp / "lexnames").write_text("".join(f"{n}\t{name}\t{category[cat]}\n" for n, name, cat in rows))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        with new_directory(out, replace=True) as tmp:
+            shutil.copytree(root / "usr/share/wordnet", tmp, dirs_exist_ok=True)
+            page = gzip.open(root / "usr/share/man/man5/lexnames.5WN.gz", "rt").read()
+            category = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+            rows = re.findall(r"^(\d\d)\t((noun|verb|adj|adv)\.\w+) *\t", page, flags=re.M)
+            if [int(n) for n, _, _ in rows] != list(range(45)):
+                raise RuntimeError(f"could not read the 45 lexicographer files from {root}'s lexnames(5) page")
+            (tmp / "lexnames").write_text("".join(f"{n}\t{name}\t{category[cat]}\n" for n, name, cat in rows))
     if str(out) not in nltk.data.path:
         nltk.data.path.append(str(out))  # NLTK only reads corpora under its data path
 

@@ -10,6 +10,8 @@ from typing import Iterable
 import sentencepiece as spm
 import torch
 
+from janus.files import atomic_write
+
 PAD, UNK, BOS, EOS, MASK = 0, 1, 2, 3, 4
 MASK_PIECE = "<mask>"
 
@@ -38,12 +40,7 @@ def train_tokenizer(sentences: Iterable[str], out_path: str | os.PathLike, vocab
         hard_vocab_limit=False,
         minloglevel=2,
     )
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out_path)
-    return Tokenizer(out_path)
+    return Tokenizer(atomic_write(out_path, buf.getvalue()))
 
 
 class Tokenizer:

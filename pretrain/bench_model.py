@@ -39,7 +39,7 @@ def real_batch(tok: Tokenizer, data: Path, target_tokens: int, lengths: tuple[in
         if count >= target_tokens:
             break
     tgt_t = pad_batch(tgt)
-    return Batch(pad_batch(src), tgt_t, span_mask(tgt_t, 0, torch.Generator().manual_seed(seed)))
+    return Batch(pad_batch(src), tgt_t, span_mask(tgt_t, PAD, torch.Generator().manual_seed(seed)))
 
 
 def theory_ratio(cfg, batch: Batch) -> float:

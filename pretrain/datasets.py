@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 from janus.export import sha256_file
+from janus.files import new_directory
 from janus.tokenizer import Tokenizer, train_tokenizer
 from pretrain.inputs import read_pairs
 from pretrain.packages import cache_dir, debian_indexes
@@ -32,23 +31,18 @@ def is_complete(out_dir: Path) -> bool:
 
 def write_task(out_dir: Path, splits: dict[str, list[tuple[str, str]]], manifest: dict) -> Path:
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    counts, checksums = {}, {}
-    for split in SPLITS:
-        pairs = [(_clean(s), _clean(t)) for s, t in splits.get(split, [])]
-        pairs = [(s, t) for s, t in pairs if s and t]
-        counts[split] = len(pairs)
-        for side, idx in (("src", 0), ("tgt", 1)):
-            path = tmp / f"{split}.{side}"
-            path.write_text("".join(p[idx] + "\n" for p in pairs), encoding="utf-8")
-            checksums[path.name] = sha256_file(path)
-    manifest = {**manifest, "recipe_version": RECIPE_VERSION, "counts": counts, "sha256": checksums}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with new_directory(out_dir, replace=True) as tmp:
+        counts, checksums = {}, {}
+        for split in SPLITS:
+            pairs = [(_clean(s), _clean(t)) for s, t in splits.get(split, [])]
+            pairs = [(s, t) for s, t in pairs if s and t]
+            counts[split] = len(pairs)
+            for side, idx in (("src", 0), ("tgt", 1)):
+                path = tmp / f"{split}.{side}"
+                path.write_text("".join(p[idx] + "\n" for p in pairs), encoding="utf-8")
+                checksums[path.name] = sha256_file(path)
+        manifest = {**manifest, "recipe_version": RECIPE_VERSION, "counts": counts, "sha256": checksums}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return out_dir
 
 
@@ -162,9 +156,12 @@ def fetch_pretrain_en(out_dir: Path) -> Path:
     groups.append(("chitchat", ["\n".join(turns) for _, turns in convs], info))
     addresses, info = sotu.addresses()
     groups.append(("sotu", addresses, info))
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with new_directory(out_dir, replace=True) as tmp:
+        _write_english(tmp, groups)
+    return out_dir
+
+
+def _write_english(tmp: Path, groups: list) -> None:
     seen, words, counts = set(), {}, {"train": 0, "dev": 0}
     with open(tmp / "train.txt", "w", encoding="utf-8") as train, open(tmp / "dev.txt", "w", encoding="utf-8") as dev:
         for name, documents, _ in groups:
@@ -184,9 +181,6 @@ def fetch_pretrain_en(out_dir: Path) -> Path:
                 "total_words": sum(words.values()), "documents": counts,
                 "sha256": {f: sha256_file(tmp / f) for f in ("train.txt", "dev.txt")}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    return out_dir
 
 
 RECIPES = {"nmt": fetch_nmt, "summarization": fetch_summarization, "dialogue": fetch_dialogue, "qg": fetch_qg,

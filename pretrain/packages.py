@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from janus.export import sha256_file  # noqa: F401  (the sources import it from here)
+from janus.files import new_directory, new_file
 
 
 class FetchError(RuntimeError):
@@ -64,14 +65,9 @@ def unpack_deb(deb: Path) -> Path:
     done = out / ".complete"
     if done.exists():
         return out
-    if out.exists():
-        shutil.rmtree(out)
-    tmp = deb.with_suffix(".x.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _run(["dpkg", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
-    (tmp / ".complete").touch()
-    os.replace(tmp, out)
+    with new_directory(out, replace=True) as tmp:
+        _run(["dpkg", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
+        (tmp / ".complete").touch()
     return out
 
 
@@ -110,12 +106,9 @@ def npm_package(name: str, version: str, sha256: str) -> Path:
 
 def _cat_file(src: Path, target: Path) -> Path:
     if not target.exists():
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            proc = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(src)], stdout=f)
-        if proc.returncode != 0:
-            raise FetchError(f"could not decompress {src.name} with apt-helper")
-        os.replace(tmp, target)
+        with new_file(target) as tmp, open(tmp, "wb") as f:
+            if subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(src)], stdout=f).returncode != 0:
+                raise FetchError(f"could not decompress {src.name} with apt-helper")
     return target
 
 
