@@ -427,6 +427,8 @@ def plot(rows: dict, summary: dict, path: Path) -> None:
             front.annotate(f"{name}:{setting}", (arm["latency_ms_b1"][setting], sc["mean"]), fontsize=6,
                            xytext=(3, 3), textcoords="offset points")
     front.set_xscale("log")
+    top = max((sc["mean"] + sc["sd"] for arm in summary.values() for sc in arm["scores"].values()), default=1.0)
+    front.set_ylim(0, max(1.0, 1.15 * top))  # from zero: a spread of 0.1 BLEU must not look like a frontier
     front.set_xlabel("latency per example at batch 1 (ms)")
     front.set_ylabel("test score (BLEU / ROUGE-L / BLEU-2), mean ± sd over seeds")
     front.set_title("quality vs latency (o = AR, ^ = NAR)")
