@@ -16,4 +16,8 @@ def check_task(task: str, data: str | Path, splits=SPLITS) -> dict[str, list[tup
         raise ValueError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
     if not Path(data).is_dir():
         raise FileNotFoundError(f"--data {data} is not a directory (fetch one with `janus data fetch`)")
-    return {split: read_pairs(data, split) for split in splits}
+    found = {split: read_pairs(data, split) for split in splits}
+    for split, pairs in found.items():
+        if not pairs:
+            raise ValueError(f"{Path(data) / (split + '.src')} is empty")
+    return found

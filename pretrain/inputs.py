@@ -70,8 +70,6 @@ def read_pairs(data: str | Path, split: str) -> list[tuple[str, str]]:
     if len(sides[0]) != len(sides[1]):
         raise ValueError(f"{d / (split + '.src')} has {len(sides[0])} lines but {d / (split + '.tgt')} has "
                          f"{len(sides[1])}: the two sides must be line-aligned")
-    if not sides[0]:
-        raise ValueError(f"{d / (split + '.src')} is empty")
     return list(zip(*sides))
 
 
