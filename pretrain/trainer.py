@@ -324,7 +324,7 @@ class Trainer:
                         "tokens": self.counters.tokens, "skipped_nonfinite": self.counters.nonfinite,
                         "data_skipped": int(skipped) // tp, "pairs_dropped_too_long": int(too_long) // tp,
                         "pairs_truncated": int(truncated) // tp, "loss_scale": loss_scale(self.engine),
-                        "elapsed_s": time.perf_counter() - self._start})
+                        "elapsed_s": self._spent_before + time.perf_counter() - self._start})  # all sessions
 
 
 def on_signals(handler, interrupt: bool = False) -> None:
