@@ -3,11 +3,12 @@ cache) and NAR mask-predict (content stream, CMLM). Batched; runs on whatever de
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
-from janus.masks import nar_items
+from janus.masks import _ensure_nonempty, nar_items
 from janus.model import Encoded, JanusModel
 from janus.parallel import gather_from_tp
 
@@ -245,64 +246,173 @@ def mask_predict(model: JanusModel, src: torch.Tensor, iterations: int = 10, len
 
 @dataclass
 class DraftStats:
-    rounds: int = 0  # NAR draft + AR verify rounds
+    rounds: int = 0  # decoder calls, summed over examples (one call serves every example of a batch)
     tokens: int = 0  # tokens emitted (incl. EOS)
+
+
+def _argmax(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) -> torch.Tensor:
+    logits = gather_from_tp(model.logits(hidden))
+    logits[..., list(forbid)] = float("-inf")
+    return logits.argmax(-1)
+
+
+# The most draft tokens one round verifies: longer runs are rarely all accepted, and every fed item costs
+# compute in the one decoder call of the round.
+DRAFT_BLOCK = 8
+
+
+class _Clock:
+    """Which kind of round yields more tokens per second for this batch on this device: a drafting round
+    (verify + NAR draft in one call, several tokens, a bigger call) or a plain AR step (one token). Each
+    kind's seconds per token is a running mean; the slower kind is re-measured every `probe` rounds, since
+    the batch shrinks as its rows end. At batch 1 on a CPU drafting wins; at batch 32 the NAR part's items
+    cost more than the tokens they save, and the rounds become AR greedy's steps."""
+
+    def __init__(self, probe: int = 16):
+        self.cost = {"draft": None, "step": None}
+        self.probe, self.rounds = probe, 0
+
+    def choose(self) -> str:
+        self.rounds += 1
+        for kind in ("draft", "step"):
+            if self.cost[kind] is None:
+                return kind
+        best = min(self.cost, key=self.cost.get)
+        if self.rounds % self.probe == 0:
+            return "step" if best == "draft" else "draft"
+        return best
+
+    def record(self, kind: str, seconds: float, tokens: int) -> None:
+        per_token = seconds / max(1, tokens)
+        old = self.cost[kind]
+        self.cost[kind] = per_token if old is None else 0.7 * old + 0.3 * per_token
 
 
 @torch.no_grad()
 def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor = 200,
-                     stats: DraftStats | None = None) -> list[Hypothesis]:
-    """Greedy AR output, produced in fewer sequential steps. Each round the NAR content stream drafts every
-    token after the accepted prefix at once (to the predicted length, the prefix given as observed tokens);
-    one AR forward scores the whole draft; the longest prefix where the draft equals the AR argmax is kept,
-    plus the AR token at the first disagreement. Every kept token is the AR argmax given what precedes it,
-    so the output is AR greedy's. Examples are decoded one at a time."""
-    caps = _caps(model, src, max_len).tolist()
-    return [_draft_one(model, src[i:i + 1][:, :int(src[i].ne(model.cfg.pad_id).sum())], caps[i], stats)
-            for i in range(src.shape[0])]
+                     stats: DraftStats | None = None, block: int = DRAFT_BLOCK,
+                     adaptive: bool = True) -> list[Hypothesis]:
+    """AR greedy's output in fewer decoder calls. A drafting round is one decoder call that does two
+    things at once. Its AR part feeds the next `block` draft tokens to the content stream (after the
+    cached prefix) and verifies them with the query stream: the longest run of the draft equal to the AR
+    argmax is kept, plus the AR token after it. Its NAR part, items of the same call that see only each
+    other, drafts every position after the prefix known when the round starts (that prefix observed,
+    [MASK] to the predicted length, EOS closing it). What verification then accepts is cut from the front
+    of that draft, and the rest is the next round's draft: it lags one round behind the prefix, the price
+    of one call per round instead of a draft call and a verify call. Every kept token is the AR argmax
+    given what precedes it, so the output is AR greedy's.
 
-
-def _draft_one(model: JanusModel, src: torch.Tensor, max_len: int, stats: DraftStats | None) -> Hypothesis:
+    Batched: every row keeps its own prefix, draft and cached content items (a validity mask over the
+    cache's columns; it is re-packed when rejected items leave holes), and a row that ends leaves the
+    batch. With `adaptive`, a round is a plain AR step whenever steps have measured faster per token on
+    this batch (`_Clock`): at large batches drafting costs more than it saves."""
     cfg = model.cfg
     dev = src.device
-    limit = max_len  # already within the model's positions
+    caps = _caps(model, src, max_len).tolist()
     enc = model.encode(src)
-    stepper = ARStepper(model, enc)
-    predicted = int(enc.length_logits.argmax(-1))
-    prefix = [cfg.bos_id]  # accepted tokens; the last one is not yet in the AR cache
-    score = 0.0
-    while True:
-        m = len(prefix)
-        width = min(limit, max(predicted, m + 2))
-        # NAR draft of positions m..width-2 given the prefix; EOS closes the draft at width-1
-        tokens = torch.full((1, width), cfg.mask_id, dtype=torch.long, device=dev)
-        tokens[0, :m] = torch.tensor(prefix, device=dev)
-        tokens[0, width - 1] = cfg.eos_id
-        if width - 1 > m:
-            items = nar_items(tokens, cfg.pad_id)
-            h = model.decode(enc, items.tokens, items.positions, items.mask, memory_kv=stepper.memory)
-            pred = _full_log_probs(model, h[:, m:width - 1], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)).argmax(-1)
-            tokens[0, m:width - 1] = pred[0]
-        draft = tokens[0, m:width].tolist()  # positions m..width-1
-        # one AR forward: content = the last accepted token and the draft but its final item
-        logp = stepper.verify(torch.tensor([[prefix[-1], *draft[:-1]]], device=dev))[0]  # rows: positions m..width-1
-        if width == limit:  # the last position allowed must be EOS, as in ar_greedy
-            logp[-1, torch.arange(logp.shape[-1], device=dev) != cfg.eos_id] = float("-inf")
+    memory = model.memory_kv(enc)
+    predicted = enc.length_logits.argmax(-1).tolist()
+    cache: list[dict] = [dict() for _ in model.decoder]
+    valid = torch.zeros(src.shape[0], 0, dtype=torch.bool, device=dev)  # [rows, cached columns]
+    prefixes = [[cfg.bos_id] for _ in range(src.shape[0])]  # the last token of each is not yet in the cache
+    drafts: list[list[int]] = [[] for _ in prefixes]  # the tokens proposed for positions len(prefix)..
+    scores = [0.0] * len(prefixes)
+    active = list(range(len(prefixes)))  # rows still decoding, in the order of the cache's and memory's rows
+    clock = _Clock() if adaptive else None
+    while active:
+        kind = clock.choose() if clock else "draft"
+        started = time.perf_counter()
+        a = len(active)
+        # content items: the last accepted token and the draft's next tokens (an EOS is verified, never fed);
+        # the query after content item j predicts position len(prefix) + j
+        blocks = []
+        for i in active:
+            b = [prefixes[i][-1], *(drafts[i][:block] if kind == "draft" else ())]
+            blocks.append(b[:-1] if b[-1] == cfg.eos_id else b)
+        k = max(map(len, blocks))
+        widths = [min(caps[i], max(predicted[i], len(prefixes[i]) + 2)) for i in active]  # > len(prefix)
+        w = max(widths) if kind == "draft" else 0
+        # the positions a next round can verify: from one past the shortest prefix to `block` past the longest
+        lo = min(len(prefixes[i]) for i in active) + 1
+        hi = min(w - 1, max(len(prefixes[i]) + len(b) for i, b in zip(active, blocks)) + block)
+        cached = torch.tensor([len(prefixes[i]) - 1 for i in active], device=dev)
+        tc = valid.shape[1]
+        content = torch.tensor([b + [cfg.pad_id] * (k - len(b)) for b in blocks], device=dev)
+        j = torch.arange(k, device=dev)
+        used = content.ne(cfg.pad_id)  # [a, k]
+        # items: [content k][queries k][NAR w]; a row's unused slots are padding
+        tokens = [content, torch.full_like(content, cfg.mask_id).masked_fill(~used, cfg.pad_id)]
+        positions = [(cached.unsqueeze(1) + j) * used, (cached.unsqueeze(1) + j + 1) * used]
+        mask = torch.zeros(a, 2 * k + w, tc + 2 * k + w, dtype=torch.bool, device=dev)
+        sees_cache = valid.unsqueeze(1) & used.unsqueeze(2)
+        causal = (j.view(1, k) <= j.view(k, 1)).unsqueeze(0) & used.unsqueeze(1) & used.unsqueeze(2)
+        for r in (slice(0, k), slice(k, 2 * k)):  # content item j and the query after it see the same
+            mask[:, r, :tc] = sees_cache
+            mask[:, r, tc:tc + k] = causal
+        if w:
+            nar = [prefixes[i] + [cfg.mask_id] * (width - 1 - len(prefixes[i])) + [cfg.eos_id]
+                   + [cfg.pad_id] * (w - width) for i, width in zip(active, widths)]
+            nar_tokens = torch.tensor(nar, device=dev)
+            nar_ok = nar_tokens.ne(cfg.pad_id)
+            mask[:, 2 * k:, tc + 2 * k:] = nar_ok.unsqueeze(1) & nar_ok.unsqueeze(2)
+            tokens.append(nar_tokens)
+            positions.append(torch.arange(w, device=dev).expand(a, w))
+        h = model.decode(enc, torch.cat(tokens, 1), torch.cat(positions, 1), _ensure_nonempty(mask),
+                         memory_kv=memory, cache=cache, cache_keep=k)
+        logp = _full_log_probs(model, h[:, k:2 * k], (cfg.pad_id, cfg.bos_id, cfg.mask_id))  # [a, k, V]
+        last = (cached.unsqueeze(1) + j + 1) >= torch.tensor([caps[i] for i in active], device=dev).unsqueeze(1) - 1
+        _only_eos(logp.view(a * k, -1), last.flatten(), cfg.eos_id)  # the last position allowed must be EOS
         best_lp, greedy = logp.max(-1)
-        greedy = greedy.tolist()
-        accepted = 0
-        while accepted < len(draft) and draft[accepted] == greedy[accepted] and draft[accepted] != cfg.eos_id:
-            accepted += 1
-        new = greedy[:accepted + 1] if accepted < len(draft) else greedy[:accepted]
-        score += float(best_lp[:len(new)].sum())
-        stepper.truncate(m + len(new) - 1)  # cache: every accepted token but the newest
-        prefix.extend(new)
+        best_lp, greedy = best_lp.tolist(), greedy.tolist()
+        drafted = _argmax(model, h[:, 2 * k + lo:2 * k + hi], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)
+                          ).tolist() if w else None  # positions lo..hi-1
+        keep_rows, kept, emitted = [], [], 0
+        for r, i in enumerate(active):
+            draft, g, queries = drafts[i], greedy[r], len(blocks[r])
+            accepted = 0
+            while accepted < min(len(draft), queries) and draft[accepted] == g[accepted] \
+                    and draft[accepted] != cfg.eos_id:
+                accepted += 1
+            new = g[:min(accepted + 1, queries)]
+            scores[i] += sum(best_lp[r][:len(new)])
+            prefixes[i].extend(new)
+            emitted += len(new)
+            m = len(prefixes[i])
+            if new[-1] == cfg.eos_id or m >= caps[i]:
+                continue
+            if w:  # the NAR draft of positions m..width-2 (as far as drafted), then the EOS that closed it
+                end = widths[r] - 1
+                drafts[i] = drafted[r][m - lo:min(end, hi) - lo] + ([cfg.eos_id] if end < hi + 1 and m <= end else [])
+            else:
+                drafts[i] = drafts[i][len(new):]
+            keep_rows.append(r)
+            kept.append(len(new))  # its first len(new) content items are now right
         if stats is not None:
-            stats.rounds += 1
-            stats.tokens += len(new)
-        if prefix[-1] == cfg.eos_id or len(prefix) >= limit:
+            stats.rounds += a
+            stats.tokens += emitted
+        if clock:
+            clock.record(kind, time.perf_counter() - started, emitted)
+        active = [active[r] for r in keep_rows]
+        if not active:
             break
-    return Hypothesis([x for x in prefix[1:] if x not in (cfg.eos_id, cfg.pad_id)], score)
+        rows = torch.tensor(keep_rows, device=dev)
+        new_valid = j.unsqueeze(0) < torch.tensor(kept, device=dev).unsqueeze(1)
+        valid = torch.cat([valid.index_select(0, rows), new_valid], 1)
+        for c in cache:
+            c["k"], c["v"] = c["k"].index_select(0, rows), c["v"].index_select(0, rows)
+        if not bool(new_valid.all()):  # rejected items left holes: pack every row's valid columns to the left
+            count = valid.sum(1)
+            order = (~valid).to(torch.int8).argsort(dim=1, stable=True)[:, :int(count.max())]
+            for c in cache:
+                for name in ("k", "v"):
+                    kv = c[name]
+                    c[name] = kv.gather(2, order.view(*order.shape, 1).unsqueeze(1).expand(
+                        -1, kv.shape[1], -1, kv.shape[3]))
+            valid = torch.arange(order.shape[1], device=dev).unsqueeze(0) < count.unsqueeze(1)
+        memory = [(mk.index_select(0, rows), mv.index_select(0, rows)) for mk, mv in memory]
+        enc = Encoded(enc.states.index_select(0, rows), enc.pad.index_select(0, rows),
+                      enc.length_logits.index_select(0, rows))
+    return [Hypothesis([x for x in p[1:] if x not in (cfg.eos_id, cfg.pad_id)], s) for p, s in zip(prefixes, scores)]
 
 
 @torch.no_grad()

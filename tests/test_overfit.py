@@ -47,14 +47,22 @@ def test_tiny_model_overfits_64_real_pairs(tokenizer, real_pairs):
     nar = mask_predict(model, src, iterations=4, length_beam=3)
     assert sum(h.tokens == t for h, t in zip(nar, targets)) >= 32
 
-    # draft-and-verify gives AR greedy's output, on the training sources and on unseen ones, in fewer rounds
+    # draft-and-verify gives AR greedy's output (tokens and score), batched and one example at a time, on the
+    # training sources and on unseen ones, in fewer decoder calls than tokens
     stats = DraftStats()
-    drafted = draft_and_verify(model, src, max_len=32, stats=stats)
+    drafted = draft_and_verify(model, src, max_len=32, stats=stats, adaptive=False)
     assert [h.tokens for h in drafted] == [h.tokens for h in greedy]
+    assert all(abs(d.score - g.score) < 1e-3 for d, g in zip(drafted, greedy))
     assert stats.rounds < 0.5 * stats.tokens, stats
+    alone = [draft_and_verify(model, src[i:i + 1], max_len=32, adaptive=False)[0].tokens for i in range(8)]
+    assert alone == [h.tokens for h in greedy[:8]]
     unseen = pad_batch([tokenizer.encode(s) for s, _ in real_pairs[-40:]])
-    assert [h.tokens for h in draft_and_verify(model, unseen, max_len=40)] == \
-        [h.tokens for h in ar_greedy(model, unseen, max_len=40)]
+    unseen_greedy = [h.tokens for h in ar_greedy(model, unseen, max_len=40)]
+    for block in (1, 3, 8):  # one draft token per round up to longer runs than the targets' rejections
+        assert [h.tokens for h in draft_and_verify(model, unseen, max_len=40, block=block, adaptive=False)] == \
+            unseen_greedy, block
+    # the adaptive rounds (AR steps where they measure faster) change the speed, never the output
+    assert [h.tokens for h in draft_and_verify(model, unseen, max_len=40)] == unseen_greedy
 
 
 def test_post_norm_relu_layers_compute_what_they_say_and_learn(tokenizer, real_pairs):
