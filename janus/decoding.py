@@ -4,6 +4,7 @@ cache) and NAR mask-predict (content stream, CMLM). Batched; runs on whatever de
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -262,30 +263,45 @@ DRAFT_BLOCK = 8
 
 
 class _Clock:
-    """Which kind of round yields more tokens per second for this batch on this device: a drafting round
-    (verify + NAR draft in one call, several tokens, a bigger call) or a plain AR step (one token). Each
-    kind's seconds per token is a running mean; the slower kind is re-measured every `probe` rounds, since
-    the batch shrinks as its rows end. At batch 1 on a CPU drafting wins; at batch 32 the NAR part's items
-    cost more than the tokens they save, and the rounds become AR greedy's steps."""
+    """Which kind of round yields more tokens per second on this device at this batch size: a drafting
+    round (verify + NAR draft in one call: several tokens from a bigger call) or a plain AR step (one
+    token). Each kind's seconds per token is a running mean. The slower kind is measured again after
+    `interval` rounds, an interval that doubles each time it is confirmed slower, so that a costly kind
+    costs little once known. One clock per model and batch size (rounded up to a power of two) serves
+    every later batch: a batch starts with what the last one learned. On a CPU drafting wins at batch 1;
+    at batch 32 the NAR items cost more than the tokens they save, and the rounds become AR steps."""
 
-    def __init__(self, probe: int = 16):
+    def __init__(self):
         self.cost = {"draft": None, "step": None}
-        self.probe, self.rounds = probe, 0
+        self.interval, self.wait = 8, 0
 
     def choose(self) -> str:
-        self.rounds += 1
         for kind in ("draft", "step"):
             if self.cost[kind] is None:
                 return kind
         best = min(self.cost, key=self.cost.get)
-        if self.rounds % self.probe == 0:
+        self.wait += 1
+        if self.wait >= self.interval:
+            self.wait = 0
             return "step" if best == "draft" else "draft"
         return best
 
     def record(self, kind: str, seconds: float, tokens: int) -> None:
+        before = min(self.cost, key=self.cost.get) if None not in self.cost.values() else None
         per_token = seconds / max(1, tokens)
         old = self.cost[kind]
         self.cost[kind] = per_token if old is None else 0.7 * old + 0.3 * per_token
+        if before is not None and before != kind:  # a probe of the slower kind
+            same = min(self.cost, key=self.cost.get) == before
+            self.interval = min(1024, self.interval * 2) if same else 8
+
+
+_CLOCKS: "weakref.WeakKeyDictionary[JanusModel, dict[int, _Clock]]" = weakref.WeakKeyDictionary()
+
+
+def _clock(model: JanusModel, batch: int) -> _Clock:
+    per_size = _CLOCKS.setdefault(model, {})
+    return per_size.setdefault(1 << max(0, batch - 1).bit_length(), _Clock())
 
 
 @torch.no_grad()
@@ -304,8 +320,8 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
 
     Batched: every row keeps its own prefix, draft and cached content items (a validity mask over the
     cache's columns; it is re-packed when rejected items leave holes), and a row that ends leaves the
-    batch. With `adaptive`, a round is a plain AR step whenever steps have measured faster per token on
-    this batch (`_Clock`): at large batches drafting costs more than it saves."""
+    batch. With `adaptive`, a round is a plain AR step whenever steps have measured faster per token at
+    this batch size (`_Clock`): at large batches drafting can cost more than it saves."""
     cfg = model.cfg
     dev = src.device
     caps = _caps(model, src, max_len).tolist()
@@ -318,7 +334,7 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
     drafts: list[list[int]] = [[] for _ in prefixes]  # the tokens proposed for positions len(prefix)..
     scores = [0.0] * len(prefixes)
     active = list(range(len(prefixes)))  # rows still decoding, in the order of the cache's and memory's rows
-    clock = _Clock() if adaptive else None
+    clock = _clock(model, src.shape[0]) if adaptive else None
     while active:
         kind = clock.choose() if clock else "draft"
         started = time.perf_counter()
