@@ -28,7 +28,7 @@ def evaluate(model: JanusModel, tok: Tokenizer, pairs: list[tuple[str, str]], ta
              settings: list[Mode] | None = None, latency_examples: int = 20, batch_size: int = 32,
              repeats: int = 3, first: dict[str, int] | None = None) -> dict:
     """Quality on every pair (batched decoding), or for the settings named in `first` on that many first
-    pairs (draft-and-verify decodes one example at a time); then speed (`timings`)."""
+    pairs; then speed (`timings`)."""
     settings = settings if settings is not None else modes("all")
     sources, refs = [s for s, _ in pairs], [t for _, t in pairs]
     results: dict = {}

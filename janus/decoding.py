@@ -307,7 +307,7 @@ def _clock(model: JanusModel, batch: int) -> _Clock:
 @torch.no_grad()
 def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor = 200,
                      stats: DraftStats | None = None, block: int = DRAFT_BLOCK,
-                     adaptive: bool = True) -> list[Hypothesis]:
+                     adaptive: bool = True, accept_top: int = 1) -> list[Hypothesis]:
     """AR greedy's output in fewer decoder calls. A drafting round is one decoder call that does two
     things at once. Its AR part feeds the next `block` draft tokens to the content stream (after the
     cached prefix) and verifies them with the query stream: the longest run of the draft equal to the AR
@@ -321,7 +321,10 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
     Batched: every row keeps its own prefix, draft and cached content items (a validity mask over the
     cache's columns; it is re-packed when rejected items leave holes), and a row that ends leaves the
     batch. With `adaptive`, a round is a plain AR step whenever steps have measured faster per token at
-    this batch size (`_Clock`): at large batches drafting can cost more than it saves."""
+    this batch size (`_Clock`): at large batches drafting can cost more than it saves.
+
+    `accept_top` > 1 is a relaxed mode that is NOT AR greedy: a draft token is also accepted when it is
+    among the AR's `accept_top` most likely tokens, which accepts more per round at some cost in quality."""
     cfg = model.cfg
     dev = src.device
     caps = _caps(model, src, max_len).tolist()
@@ -378,19 +381,23 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
         logp = _full_log_probs(model, h[:, k:2 * k], (cfg.pad_id, cfg.bos_id, cfg.mask_id))  # [a, k, V]
         last = (cached.unsqueeze(1) + j + 1) >= torch.tensor([caps[i] for i in active], device=dev).unsqueeze(1) - 1
         _only_eos(logp.view(a * k, -1), last.flatten(), cfg.eos_id)  # the last position allowed must be EOS
-        best_lp, greedy = logp.max(-1)
-        best_lp, greedy = best_lp.tolist(), greedy.tolist()
+        top_lp, top = logp.topk(accept_top, -1)  # [a, k, accept_top]; [..., 0] is the AR argmax
+        top_lp, top = top_lp.tolist(), top.tolist()
         drafted = _argmax(model, h[:, 2 * k + lo:2 * k + hi], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)
                           ).tolist() if w else None  # positions lo..hi-1
         keep_rows, kept, emitted = [], [], 0
         for r, i in enumerate(active):
-            draft, g, queries = drafts[i], greedy[r], len(blocks[r])
-            accepted = 0
-            while accepted < min(len(draft), queries) and draft[accepted] == g[accepted] \
+            draft, queries = drafts[i], len(blocks[r])
+            accepted, lps = 0, []
+            while accepted < min(len(draft), queries) and draft[accepted] in top[r][accepted] \
                     and draft[accepted] != cfg.eos_id:
+                lps.append(top_lp[r][accepted][top[r][accepted].index(draft[accepted])])
                 accepted += 1
-            new = g[:min(accepted + 1, queries)]
-            scores[i] += sum(best_lp[r][:len(new)])
+            new = draft[:accepted]
+            if accepted < queries:  # the AR token after the accepted run
+                new.append(top[r][accepted][0])
+                lps.append(top_lp[r][accepted][0])
+            scores[i] += sum(lps)
             prefixes[i].extend(new)
             emitted += len(new)
             m = len(prefixes[i])

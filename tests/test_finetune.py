@@ -184,16 +184,17 @@ def test_bench_decode_times_every_mode_interleaved_with_spread_and_paired_speedu
     report = json.loads(out.read_text())
     results = report["results"]
     assert report["examples"] == 12 and list(results) == ["ar_beam5", "ar_greedy", "nar_T1", "nar_T4", "nar_T10",
-                                                          "draft"]
+                                                          "draft", "draft_top3"]
     for r in results.values():
         assert r["latency_ms_b1_p25"] <= r["latency_ms_b1"] <= r["latency_ms_b1_p75"]
         assert r["timed_examples"] == 3 and r["repeats"] == 2 and r["examples_per_s_b32"] > 0
         assert r["load_average_start"] >= 0 and "bleu" in r
     assert results["ar_greedy"]["speedup_vs_ar_greedy"] == 1.0 and results["ar_beam5"]["speedup_vs_ar_beam5"] == 1.0
     assert results["draft"]["identical_to_ar_greedy"] == 1.0 and results["draft"]["tokens_per_round"] >= 1
+    assert results["draft_top3"]["tokens_per_round"] >= 1 and "NOT AR greedy" in cli.stdout
     table = cli.stdout[cli.stdout.index("mode "):].splitlines()
     assert table[0].split()[:4] == ["mode", "bleu", "b1", "ms"] and table[1].startswith("---")
-    assert [line.split()[0] for line in table[2:8]] == list(results)
+    assert [line.split()[0] for line in table[2:9]] == list(results)
 
 
 def test_export_verifies_loads_and_generates_like_the_checkpoint(finetuned, tmp_path):

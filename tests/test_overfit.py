@@ -63,6 +63,11 @@ def test_tiny_model_overfits_64_real_pairs(tokenizer, real_pairs):
             unseen_greedy, block
     # the adaptive rounds (AR steps where they measure faster) change the speed, never the output
     assert [h.tokens for h in draft_and_verify(model, unseen, max_len=40)] == unseen_greedy
+    # the relaxed mode (a draft token among the AR's top 3 is accepted) takes more tokens per round
+    exact, relaxed = DraftStats(), DraftStats()
+    draft_and_verify(model, unseen, max_len=40, adaptive=False, stats=exact)
+    draft_and_verify(model, unseen, max_len=40, adaptive=False, stats=relaxed, accept_top=3)
+    assert relaxed.tokens / relaxed.rounds > exact.tokens / exact.rounds, (relaxed, exact)
 
 
 def test_post_norm_relu_layers_compute_what_they_say_and_learn(tokenizer, real_pairs):
