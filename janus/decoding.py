@@ -265,35 +265,44 @@ DRAFT_BLOCK = 8
 class _Clock:
     """Which kind of round yields more tokens per second on this device at this batch size: a drafting
     round (verify + NAR draft in one call: several tokens from a bigger call) or a plain AR step (one
-    token). Each kind's seconds per token is a running mean. The slower kind is measured again after
-    `interval` rounds, an interval that doubles each time it is confirmed slower, so that a costly kind
-    costs little once known. One clock per model and batch size (rounded up to a power of two) serves
-    every later batch: a batch starts with what the last one learned. On a CPU drafting wins at batch 1;
+    token). A kind's cost is its seconds over its tokens, summed over every round of it so far (one
+    round's tokens vary too much to judge by). Each kind first runs `streak` rounds; then the cheaper one
+    runs, and the other runs `streak` rounds again after `interval` rounds, an interval that doubles each
+    time it is confirmed dearer, so that a costly kind costs little once known. One clock per model and
+    batch size (rounded up to a power of two) serves every later batch. On a CPU drafting wins at batch 1;
     at batch 32 the NAR items cost more than the tokens they save, and the rounds become AR steps."""
 
-    def __init__(self):
-        self.cost = {"draft": None, "step": None}
-        self.interval, self.wait = 8, 0
+    def __init__(self, streak: int = 4):
+        self.seconds = {"draft": 0.0, "step": 0.0}
+        self.tokens = {"draft": 0, "step": 0}
+        self.rounds = {"draft": 0, "step": 0}
+        self.streak, self.interval, self.wait, self.probing = streak, 16, 0, 0
+
+    def cost(self, kind: str) -> float:
+        return self.seconds[kind] / max(1, self.tokens[kind])
 
     def choose(self) -> str:
         for kind in ("draft", "step"):
-            if self.cost[kind] is None:
+            if self.rounds[kind] < self.streak:
                 return kind
-        best = min(self.cost, key=self.cost.get)
+        best = min(("draft", "step"), key=self.cost)
+        other = "step" if best == "draft" else "draft"
+        if self.probing:
+            self.probing -= 1
+            return other
         self.wait += 1
         if self.wait >= self.interval:
-            self.wait = 0
-            return "step" if best == "draft" else "draft"
+            self.wait, self.probing = 0, self.streak - 1
+            return other
         return best
 
     def record(self, kind: str, seconds: float, tokens: int) -> None:
-        before = min(self.cost, key=self.cost.get) if None not in self.cost.values() else None
-        per_token = seconds / max(1, tokens)
-        old = self.cost[kind]
-        self.cost[kind] = per_token if old is None else 0.7 * old + 0.3 * per_token
-        if before is not None and before != kind:  # a probe of the slower kind
-            same = min(self.cost, key=self.cost.get) == before
-            self.interval = min(1024, self.interval * 2) if same else 8
+        before = min(("draft", "step"), key=self.cost)
+        self.seconds[kind] += seconds
+        self.tokens[kind] += tokens
+        self.rounds[kind] += 1
+        if kind != before and not self.probing and min(self.rounds.values()) > self.streak:  # a probe ended
+            self.interval = min(1024, 2 * self.interval) if min(("draft", "step"), key=self.cost) == before else 16
 
 
 _CLOCKS: "weakref.WeakKeyDictionary[JanusModel, dict[int, _Clock]]" = weakref.WeakKeyDictionary()
@@ -335,6 +344,7 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
     valid = torch.zeros(src.shape[0], 0, dtype=torch.bool, device=dev)  # [rows, cached columns]
     prefixes = [[cfg.bos_id] for _ in range(src.shape[0])]  # the last token of each is not yet in the cache
     drafts: list[list[int]] = [[] for _ in prefixes]  # the tokens proposed for positions len(prefix)..
+    redraft = [True] * len(prefixes)  # the row's last round rejected a draft token, or its draft ran out
     scores = [0.0] * len(prefixes)
     active = list(range(len(prefixes)))  # rows still decoding, in the order of the cache's and memory's rows
     clock = _clock(model, src.shape[0]) if adaptive else None
@@ -350,7 +360,9 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             blocks.append(b[:-1] if b[-1] == cfg.eos_id else b)
         k = max(map(len, blocks))
         widths = [min(caps[i], max(predicted[i], len(prefixes[i]) + 2)) for i in active]  # > len(prefix)
-        w = max(widths) if kind == "draft" else 0
+        # the NAR part drafts anew only when some row needs it: a draft whose every verified token was accepted
+        # is still the NAR's guess given all that was accepted since
+        w = max(widths) if kind == "draft" and any(redraft[i] for i in active) else 0
         # the positions a next round can verify: from one past the shortest prefix to `block` past the longest
         lo = min(len(prefixes[i]) for i in active) + 1
         hi = min(w - 1, max(len(prefixes[i]) + len(b) for i, b in zip(active, blocks)) + block)
@@ -379,8 +391,9 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
         h = model.decode(enc, torch.cat(tokens, 1), torch.cat(positions, 1), _ensure_nonempty(mask),
                          memory_kv=memory, cache=cache, cache_keep=k)
         logp = _full_log_probs(model, h[:, k:2 * k], (cfg.pad_id, cfg.bos_id, cfg.mask_id))  # [a, k, V]
-        last = (cached.unsqueeze(1) + j + 1) >= torch.tensor([caps[i] for i in active], device=dev).unsqueeze(1) - 1
-        _only_eos(logp.view(a * k, -1), last.flatten(), cfg.eos_id)  # the last position allowed must be EOS
+        if any(len(prefixes[i]) + len(b) >= caps[i] for i, b in zip(active, blocks)):
+            last = (cached.unsqueeze(1) + j + 1) >= torch.tensor([caps[i] for i in active], device=dev).unsqueeze(1) - 1
+            _only_eos(logp.view(a * k, -1), last.flatten(), cfg.eos_id)  # the last position allowed must be EOS
         top_lp, top = logp.topk(accept_top, -1)  # [a, k, accept_top]; [..., 0] is the AR argmax
         top_lp, top = top_lp.tolist(), top.tolist()
         drafted = _argmax(model, h[:, 2 * k + lo:2 * k + hi], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)
@@ -403,11 +416,13 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             m = len(prefixes[i])
             if new[-1] == cfg.eos_id or m >= caps[i]:
                 continue
+            redraft[i] = accepted < min(len(draft), queries)
             if w:  # the NAR draft of positions m..width-2 (as far as drafted), then the EOS that closed it
                 end = widths[r] - 1
                 drafts[i] = drafted[r][m - lo:min(end, hi) - lo] + ([cfg.eos_id] if end < hi + 1 and m <= end else [])
             else:
                 drafts[i] = drafts[i][len(new):]
+            redraft[i] = redraft[i] or not drafts[i]
             keep_rows.append(r)
             kept.append(len(new))  # its first len(new) content items are now right
         if stats is not None:
@@ -415,26 +430,29 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             stats.tokens += emitted
         if clock:
             clock.record(kind, time.perf_counter() - started, emitted)
-        active = [active[r] for r in keep_rows]
-        if not active:
-            break
-        rows = torch.tensor(keep_rows, device=dev)
         new_valid = j.unsqueeze(0) < torch.tensor(kept, device=dev).unsqueeze(1)
-        valid = torch.cat([valid.index_select(0, rows), new_valid], 1)
-        for c in cache:
-            c["k"], c["v"] = c["k"].index_select(0, rows), c["v"].index_select(0, rows)
-        if not bool(new_valid.all()):  # rejected items left holes: pack every row's valid columns to the left
-            count = valid.sum(1)
-            order = (~valid).to(torch.int8).argsort(dim=1, stable=True)[:, :int(count.max())]
+        if len(keep_rows) < a:  # finished rows leave the batch
+            if not keep_rows:
+                break
+            rows = torch.tensor(keep_rows, device=dev)
+            valid = valid.index_select(0, rows)
+            for c in cache:
+                c["k"], c["v"] = c["k"].index_select(0, rows), c["v"].index_select(0, rows)
+            memory = [(mk.index_select(0, rows), mv.index_select(0, rows)) for mk, mv in memory]
+            enc = Encoded(enc.states.index_select(0, rows), enc.pad.index_select(0, rows),
+                          enc.length_logits.index_select(0, rows))
+        active = [active[r] for r in keep_rows]
+        valid = torch.cat([valid, new_valid], 1)
+        longest = max(len(prefixes[i]) - 1 for i in active)  # cached items of the longest row
+        if valid.shape[1] > longest + 16:  # rejected items left holes: pack every row's items to the left
+            order = (~valid).to(torch.int8).argsort(dim=1, stable=True)[:, :longest]
             for c in cache:
                 for name in ("k", "v"):
                     kv = c[name]
                     c[name] = kv.gather(2, order.view(*order.shape, 1).unsqueeze(1).expand(
                         -1, kv.shape[1], -1, kv.shape[3]))
-            valid = torch.arange(order.shape[1], device=dev).unsqueeze(0) < count.unsqueeze(1)
-        memory = [(mk.index_select(0, rows), mv.index_select(0, rows)) for mk, mv in memory]
-        enc = Encoded(enc.states.index_select(0, rows), enc.pad.index_select(0, rows),
-                      enc.length_logits.index_select(0, rows))
+            valid = torch.arange(longest, device=dev).unsqueeze(0) < torch.tensor(
+                [len(prefixes[i]) - 1 for i in active], device=dev).unsqueeze(1)
     return [Hypothesis([x for x in p[1:] if x not in (cfg.eos_id, cfg.pad_id)], s) for p, s in zip(prefixes, scores)]
 
 
