@@ -55,31 +55,6 @@ class ARStepper:
         c = self.model.cfg
         return _full_log_probs(self.model, h[:, 1], (c.pad_id, c.bos_id, c.mask_id))
 
-    def verify(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [N, k] at positions t..t+k-1, fed to the content stream at once with k queries at
-        t+1..t+k (query j sees the cache and new content <= j). Returns log-probs [N, k, V]: row j is the
-        AR distribution of the token at position t+j+1. The k content items are cached; `truncate` drops
-        the ones that were not accepted."""
-        n, k = tokens.shape
-        t, dev = self.t, tokens.device
-        items = torch.cat([tokens, torch.full_like(tokens, self.model.cfg.mask_id)], 1)
-        new = torch.arange(k, device=dev)
-        positions = torch.cat([new + t, new + t + 1]).expand(n, 2 * k)
-        causal = new.view(1, k) <= new.view(k, 1)
-        rows = torch.cat([torch.ones(k, t, dtype=torch.bool, device=dev), causal,
-                          torch.zeros(k, k, dtype=torch.bool, device=dev)], 1)
-        mask = torch.cat([rows, rows], 0).expand(n, 2 * k, t + 2 * k)
-        h = self.model.decode(self.enc, items, positions, mask, memory_kv=self.memory, cache=self.cache, cache_keep=k)
-        self.t += k
-        c = self.model.cfg
-        return _full_log_probs(self.model, h[:, k:], (c.pad_id, c.bos_id, c.mask_id))
-
-    def truncate(self, length: int) -> None:
-        """Keep the first `length` cached content items."""
-        for c in self.cache:
-            c["k"], c["v"] = c["k"][:, :, :length], c["v"][:, :, :length]
-        self.t = length
-
     def reorder(self, index: torch.Tensor) -> None:
         for c in self.cache:
             c["k"], c["v"] = c["k"].index_select(0, index), c["v"].index_select(0, index)
