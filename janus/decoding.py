@@ -323,6 +323,7 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
     scores = [0.0] * len(prefixes)
     active = list(range(len(prefixes)))  # rows still decoding, in the order of the cache's and memory's rows
     clock = _clock(model, src.shape[0]) if adaptive else None
+    last_kind = "step"  # the first drafting round, or one after steps, has no draft yet
     while active:
         kind = clock.choose() if clock else "draft"
         started = time.perf_counter()
@@ -404,7 +405,9 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             stats.rounds += a
             stats.tokens += emitted
         if clock:
-            clock.record(kind, time.perf_counter() - started, emitted)
+            if kind == "step" or last_kind == "draft":  # a round that only starts a draft is not typical of drafting
+                clock.record(kind, time.perf_counter() - started, emitted)
+            last_kind = kind
         new_valid = j.unsqueeze(0) < torch.tensor(kept, device=dev).unsqueeze(1)
         if len(keep_rows) < a:  # finished rows leave the batch
             if not keep_rows:
