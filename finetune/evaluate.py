@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -35,7 +36,10 @@ def evaluate(model: JanusModel, tok: Tokenizer, pairs: list[tuple[str, str]], ta
     for mode in tqdm(settings, desc=f"decode {len(pairs)} examples", unit="setting"):
         stats = DraftStats() if mode.kind == "draft" else None
         n = min(len(sources), (first or {}).get(mode.name, len(sources)))
-        hyps = translate(model, tok, sources[:n], mode, batch_size, stats)
+        # draft-and-verify is scored with every round drafting (its adaptive rounds may be AR steps): the output
+        # then shows what drafting gives, and `tokens_per_round` what a drafting round accepts
+        scored = replace(mode, adaptive=False) if mode.kind == "draft" else mode
+        hyps = translate(model, tok, sources[:n], scored, batch_size, stats)
         results[mode.name] = {**task_scores(task, hyps, refs[:n]), "examples": n, "hypotheses": hyps}
         if stats is not None:
             results[mode.name]["tokens_per_round"] = stats.tokens / max(1, stats.rounds)

@@ -30,6 +30,7 @@ class Mode:
     streams: int = 4  # BANG: the model's predicting streams; bang_semi emits this many tokens per pass
     cross_stream: bool = False  # BANG: trained with the cross-stream-visible masks
     accept_top: int = 1  # draft: > 1 also accepts a draft token among the AR's top k (not AR greedy's output)
+    adaptive: bool = True  # draft: rounds become AR steps where those measure faster (never with accept_top > 1)
 
     def decode(self, model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor,
                stats: DraftStats | None = None):
@@ -38,7 +39,8 @@ class Mode:
         if self.kind == "ar_beam":
             return ar_beam(model, src, beam=self.beam, max_len=max_len)
         if self.kind == "draft":
-            return draft_and_verify(model, src, max_len=max_len, stats=stats, accept_top=self.accept_top)
+            return draft_and_verify(model, src, max_len=max_len, stats=stats, accept_top=self.accept_top,
+                                    adaptive=self.adaptive and self.accept_top == 1)
         if self.kind == "bang_nar":
             return bang_generate(model, src, self.streams, None, max_len=max_len, cross_stream=self.cross_stream)
         if self.kind == "bang_semi":
