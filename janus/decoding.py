@@ -235,6 +235,12 @@ def _argmax(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) ->
 # The most draft tokens one round verifies: longer runs are rarely all accepted, and every fed item costs
 # compute in the one decoder call of the round.
 DRAFT_BLOCK = 8
+# The NAR part of a round holds a window of the target, not all of it: BOS, the last NAR_CONTEXT accepted tokens,
+# [MASK] from there to NAR_AHEAD past what the next round can verify, and the EOS at the predicted end, each at
+# its true position; the rest of the target is absent, as padding is. Its cost no longer grows with the
+# sentence. On the study's JANUS model (80 test sources) the whole target gave 1.96 tokens per round and this
+# window 2.00.
+NAR_CONTEXT, NAR_AHEAD = 8, 4
 
 
 class _Clock:
@@ -338,10 +344,15 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
         widths = [min(caps[i], max(predicted[i], len(prefixes[i]) + 2)) for i in active]  # > len(prefix)
         # the NAR part drafts anew only when some row needs it: a draft whose every verified token was accepted
         # is still the NAR's guess given all that was accepted since
-        w = max(widths) if kind == "draft" and any(redraft[i] for i in active) else 0
-        # the positions a next round can verify: from one past the shortest prefix to `block` past the longest
-        lo = min(len(prefixes[i]) for i in active) + 1
-        hi = min(w - 1, max(len(prefixes[i]) + len(b) for i, b in zip(active, blocks)) + block)
+        nar = []  # per row: the NAR window's tokens and positions, where its [MASK]s end, the predicted width
+        if kind == "draft" and any(redraft[i] for i in active):
+            for i, b, width in zip(active, blocks, widths):
+                p = prefixes[i]
+                ahead = min(width - 1, len(p) + len(b) + block + NAR_AHEAD)  # the window's masks end here
+                context = range(max(1, len(p) - NAR_CONTEXT), len(p))
+                nar.append(([cfg.bos_id, *(p[q] for q in context), *[cfg.mask_id] * (ahead - len(p)), cfg.eos_id],
+                            [0, *context, *range(len(p), ahead), width - 1], ahead, width))
+        w = max((len(t) for t, *_ in nar), default=0)
         cached = torch.tensor([len(prefixes[i]) - 1 for i in active], device=dev)
         tc = valid.shape[1]
         content = torch.tensor([b + [cfg.pad_id] * (k - len(b)) for b in blocks], device=dev)
@@ -357,13 +368,11 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             mask[:, r, :tc] = sees_cache
             mask[:, r, tc:tc + k] = causal
         if w:
-            nar = [prefixes[i] + [cfg.mask_id] * (width - 1 - len(prefixes[i])) + [cfg.eos_id]
-                   + [cfg.pad_id] * (w - width) for i, width in zip(active, widths)]
-            nar_tokens = torch.tensor(nar, device=dev)
+            nar_tokens = torch.tensor([t + [cfg.pad_id] * (w - len(t)) for t, *_ in nar], device=dev)
             nar_ok = nar_tokens.ne(cfg.pad_id)
             mask[:, 2 * k:, tc + 2 * k:] = nar_ok.unsqueeze(1) & nar_ok.unsqueeze(2)
             tokens.append(nar_tokens)
-            positions.append(torch.arange(w, device=dev).expand(a, w))
+            positions.append(torch.tensor([q + [0] * (w - len(q)) for _, q, *_ in nar], device=dev))
         h = model.decode(enc, torch.cat(tokens, 1), torch.cat(positions, 1), _ensure_nonempty(mask),
                          memory_kv=memory, cache=cache, cache_keep=k)
         logp = _full_log_probs(model, h[:, k:2 * k], (cfg.pad_id, cfg.bos_id, cfg.mask_id))  # [a, k, V]
@@ -372,8 +381,7 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             _only_eos(logp.view(a * k, -1), last.flatten(), cfg.eos_id)  # the last position allowed must be EOS
         top_lp, top = logp.topk(accept_top, -1)  # [a, k, accept_top]; [..., 0] is the AR argmax
         top_lp, top = top_lp.tolist(), top.tolist()
-        drafted = _argmax(model, h[:, 2 * k + lo:2 * k + hi], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)
-                          ).tolist() if w else None  # positions lo..hi-1
+        drafted = _argmax(model, h[:, 2 * k:], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)).tolist() if w else None
         keep_rows, kept, emitted = [], [], 0
         for r, i in enumerate(active):
             draft, queries = drafts[i], len(blocks[r])
@@ -393,9 +401,11 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             if new[-1] == cfg.eos_id or m >= caps[i]:
                 continue
             redraft[i] = accepted < min(len(draft), queries)
-            if w:  # the NAR draft of positions m..width-2 (as far as drafted), then the EOS that closed it
-                end = widths[r] - 1
-                drafts[i] = drafted[r][m - lo:min(end, hi) - lo] + ([cfg.eos_id] if end < hi + 1 and m <= end else [])
+            if w:  # the window's draft from position m on, and the EOS that closes it if the masks reach it
+                t, _, ahead, width = nar[r]  # its [MASK]s (positions up to ahead-1) stand just before its EOS
+                left = max(0, ahead - m)
+                drafts[i] = drafted[r][len(t) - 1 - left:len(t) - 1] + \
+                    ([cfg.eos_id] if ahead == width - 1 and m <= width - 1 else [])
             else:
                 drafts[i] = drafts[i][len(new):]
             redraft[i] = redraft[i] or not drafts[i]
