@@ -294,6 +294,30 @@ def _clock(model: JanusModel, batch: int) -> _Clock:
     return per_size.setdefault(1 << max(0, batch - 1).bit_length(), _Clock())
 
 
+def _pack(cache: list[dict], valid: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Moves every row's valid cache columns to the left, in order, and cuts the cache to the longest row;
+    returns the new validity mask."""
+    order = (~valid).to(torch.int8).argsort(dim=1, stable=True)[:, :max(lengths)]
+    index = order.view(*order.shape, 1).unsqueeze(1)  # [rows, 1, columns, 1]
+    for c in cache:
+        for name in ("k", "v"):
+            kv = c[name]
+            c[name] = kv.gather(2, index.expand(-1, kv.shape[1], -1, kv.shape[3]))
+    return torch.arange(order.shape[1], device=valid.device).unsqueeze(0) < torch.tensor(
+        lengths, device=valid.device).unsqueeze(1)
+
+
+def _nar_window(cfg, prefix: list[int], verify_next: int, width: int) -> tuple[list[int], list[int], int, int]:
+    """The NAR part of a round for one row: BOS, the last NAR_CONTEXT tokens of the prefix, [MASK] at the
+    positions from len(prefix) to NAR_AHEAD past the `verify_next` ones a next round can verify, and EOS at the
+    predicted end `width` - 1, each at its true position. Returns (tokens, positions, where the [MASK]s end,
+    width)."""
+    ahead = min(width - 1, len(prefix) + verify_next + NAR_AHEAD)
+    context = range(max(1, len(prefix) - NAR_CONTEXT), len(prefix))
+    tokens = [cfg.bos_id, *(prefix[q] for q in context), *[cfg.mask_id] * (ahead - len(prefix)), cfg.eos_id]
+    return tokens, [0, *context, *range(len(prefix), ahead), width - 1], ahead, width
+
+
 @torch.no_grad()
 def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor = 200,
                      stats: DraftStats | None = None, block: int = DRAFT_BLOCK,
@@ -302,10 +326,10 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
     things at once. Its AR part feeds the next `block` draft tokens to the content stream (after the
     cached prefix) and verifies them with the query stream: the longest run of the draft equal to the AR
     argmax is kept, plus the AR token after it. Its NAR part, items of the same call that see only each
-    other, drafts every position after the prefix known when the round starts (that prefix observed,
-    [MASK] to the predicted length, EOS closing it). What verification then accepts is cut from the front
-    of that draft, and the rest is the next round's draft: it lags one round behind the prefix, the price
-    of one call per round instead of a draft call and a verify call. Every kept token is the AR argmax
+    other, drafts the positions after the prefix known when the round starts, from a window of the target
+    (`_nar_window`). What verification then accepts is cut from the front of that draft, and the rest is
+    the next round's draft: it lags one round behind the prefix, the price of one call per round instead
+    of a draft call and a verify call. Every kept token is the AR argmax
     given what precedes it, so the output is AR greedy's.
 
     Batched: every row keeps its own prefix, draft and cached content items (a validity mask over the
@@ -344,14 +368,8 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
         widths = [min(caps[i], max(predicted[i], len(prefixes[i]) + 2)) for i in active]  # > len(prefix)
         # the NAR part drafts anew only when some row needs it: a draft whose every verified token was accepted
         # is still the NAR's guess given all that was accepted since
-        nar = []  # per row: the NAR window's tokens and positions, where its [MASK]s end, the predicted width
-        if kind == "draft" and any(redraft[i] for i in active):
-            for i, b, width in zip(active, blocks, widths):
-                p = prefixes[i]
-                ahead = min(width - 1, len(p) + len(b) + block + NAR_AHEAD)  # the window's masks end here
-                context = range(max(1, len(p) - NAR_CONTEXT), len(p))
-                nar.append(([cfg.bos_id, *(p[q] for q in context), *[cfg.mask_id] * (ahead - len(p)), cfg.eos_id],
-                            [0, *context, *range(len(p), ahead), width - 1], ahead, width))
+        nar = [_nar_window(cfg, prefixes[i], len(b) + block, width) for i, b, width in zip(active, blocks, widths)] \
+            if kind == "draft" and any(redraft[i] for i in active) else []
         w = max((len(t) for t, *_ in nar), default=0)
         cached = torch.tensor([len(prefixes[i]) - 1 for i in active], device=dev)
         tc = valid.shape[1]
@@ -418,10 +436,10 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             if kind == "step" or last_kind == "draft":  # a round that only starts a draft is not typical of drafting
                 clock.record(kind, time.perf_counter() - started, emitted)
             last_kind = kind
+        if not keep_rows:
+            break
         new_valid = j.unsqueeze(0) < torch.tensor(kept, device=dev).unsqueeze(1)
         if len(keep_rows) < a:  # finished rows leave the batch
-            if not keep_rows:
-                break
             rows = torch.tensor(keep_rows, device=dev)
             valid = valid.index_select(0, rows)
             for c in cache:
@@ -431,16 +449,9 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
                           enc.length_logits.index_select(0, rows))
         active = [active[r] for r in keep_rows]
         valid = torch.cat([valid, new_valid], 1)
-        longest = max(len(prefixes[i]) - 1 for i in active)  # cached items of the longest row
-        if valid.shape[1] > longest + 16:  # rejected items left holes: pack every row's items to the left
-            order = (~valid).to(torch.int8).argsort(dim=1, stable=True)[:, :longest]
-            for c in cache:
-                for name in ("k", "v"):
-                    kv = c[name]
-                    c[name] = kv.gather(2, order.view(*order.shape, 1).unsqueeze(1).expand(
-                        -1, kv.shape[1], -1, kv.shape[3]))
-            valid = torch.arange(longest, device=dev).unsqueeze(0) < torch.tensor(
-                [len(prefixes[i]) - 1 for i in active], device=dev).unsqueeze(1)
+        lengths = [len(prefixes[i]) - 1 for i in active]  # each row's cached items
+        if valid.shape[1] > max(lengths) + 16:  # rejected items left holes: pack every row's items to the left
+            valid = _pack(cache, valid, lengths)
     return [Hypothesis([x for x in p[1:] if x not in (cfg.eos_id, cfg.pad_id)], s) for p, s in zip(prefixes, scores)]
 
 
