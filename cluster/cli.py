@@ -220,7 +220,6 @@ def _bench_decode(args) -> int:
     from finetune.evaluate import evaluate
     from finetune.metrics import PRIMARY
     from janus.files import atomic_write
-
     from janus.generate import Mode
 
     model, tok, task, pairs, settings = _decoding_job(args)
