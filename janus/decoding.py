@@ -20,11 +20,25 @@ class Hypothesis:
     score: float
 
 
-def _full_log_probs(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) -> torch.Tensor:
-    """Full-vocab log-probs; `forbid` ids (specials that must never be emitted) get -inf."""
+def _full_logits(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) -> torch.Tensor:
+    """Full-vocab logits; `forbid` ids (specials that must never be emitted) get -inf."""
     logits = gather_from_tp(model.logits(hidden)).float()
     logits[..., list(forbid)] = float("-inf")
-    return torch.log_softmax(logits, dim=-1)
+    return logits
+
+
+def _full_log_probs(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) -> torch.Tensor:
+    return torch.log_softmax(_full_logits(model, hidden, forbid), dim=-1)
+
+
+def _select_rows(index: torch.Tensor, cache: list[dict], memory: list, enc: Encoded) -> tuple[list, Encoded]:
+    """The rows `index` of a decoding state: the content cache (in place), the cross-attention K/V and the
+    encoder output."""
+    for c in cache:
+        c["k"], c["v"] = c["k"].index_select(0, index), c["v"].index_select(0, index)
+    memory = [(k.index_select(0, index), v.index_select(0, index)) for k, v in memory]
+    return memory, Encoded(enc.states.index_select(0, index), enc.pad.index_select(0, index),
+                           enc.length_logits.index_select(0, index))
 
 
 def _repeat(enc: Encoded, n: int) -> Encoded:
@@ -56,11 +70,7 @@ class ARStepper:
         return _full_log_probs(self.model, h[:, 1], (c.pad_id, c.bos_id, c.mask_id))
 
     def reorder(self, index: torch.Tensor) -> None:
-        for c in self.cache:
-            c["k"], c["v"] = c["k"].index_select(0, index), c["v"].index_select(0, index)
-        self.memory = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory]
-        self.enc = Encoded(self.enc.states.index_select(0, index), self.enc.pad.index_select(0, index),
-                           self.enc.length_logits.index_select(0, index))
+        self.memory, self.enc = _select_rows(index, self.cache, self.memory, self.enc)
 
 
 def _caps(model: JanusModel, src: torch.Tensor, max_len: int | torch.Tensor) -> torch.Tensor:
@@ -226,12 +236,6 @@ class DraftStats:
     tokens: int = 0  # tokens emitted (incl. EOS)
 
 
-def _argmax(model: JanusModel, hidden: torch.Tensor, forbid: tuple[int, ...]) -> torch.Tensor:
-    logits = gather_from_tp(model.logits(hidden))
-    logits[..., list(forbid)] = float("-inf")
-    return logits.argmax(-1)
-
-
 # The most draft tokens one round verifies: longer runs are rarely all accepted, and every fed item costs
 # compute in the one decoder call of the round.
 DRAFT_BLOCK = 8
@@ -329,8 +333,8 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
     other, drafts the positions after the prefix known when the round starts, from a window of the target
     (`_nar_window`). What verification then accepts is cut from the front of that draft, and the rest is
     the next round's draft: it lags one round behind the prefix, the price of one call per round instead
-    of a draft call and a verify call. Every kept token is the AR argmax
-    given what precedes it, so the output is AR greedy's.
+    of a draft call and a verify call. Every kept token is the AR argmax given what precedes it, so the
+    output is AR greedy's.
 
     Batched: every row keeps its own prefix, draft and cached content items (a validity mask over the
     cache's columns; it is re-packed when rejected items leave holes), and a row that ends leaves the
@@ -399,7 +403,8 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
             _only_eos(logp.view(a * k, -1), last.flatten(), cfg.eos_id)  # the last position allowed must be EOS
         top_lp, top = logp.topk(accept_top, -1)  # [a, k, accept_top]; [..., 0] is the AR argmax
         top_lp, top = top_lp.tolist(), top.tolist()
-        drafted = _argmax(model, h[:, 2 * k:], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)).tolist() if w else None
+        drafted = _full_logits(model, h[:, 2 * k:], (cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.mask_id)).argmax(-1).tolist() \
+            if w else None
         keep_rows, kept, emitted = [], [], 0
         for r, i in enumerate(active):
             draft, queries = drafts[i], len(blocks[r])
@@ -442,11 +447,7 @@ def draft_and_verify(model: JanusModel, src: torch.Tensor, max_len: int | torch.
         if len(keep_rows) < a:  # finished rows leave the batch
             rows = torch.tensor(keep_rows, device=dev)
             valid = valid.index_select(0, rows)
-            for c in cache:
-                c["k"], c["v"] = c["k"].index_select(0, rows), c["v"].index_select(0, rows)
-            memory = [(mk.index_select(0, rows), mv.index_select(0, rows)) for mk, mv in memory]
-            enc = Encoded(enc.states.index_select(0, rows), enc.pad.index_select(0, rows),
-                          enc.length_logits.index_select(0, rows))
+            memory, enc = _select_rows(rows, cache, memory, enc)
         active = [active[r] for r in keep_rows]
         valid = torch.cat([valid, new_valid], 1)
         lengths = [len(prefixes[i]) - 1 for i in active]  # each row's cached items
