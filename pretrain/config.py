@@ -59,6 +59,7 @@ class TrainConfig:
     init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
     dropout: float = -1.0  # >= 0 replaces the preset's dropout (the release trains NMT at 0.3)
     peak_gflops: float = 0.0  # per-rank matmul peak for MFU; 0 = measure at start
+    cpu_threads: int = 0  # torch threads per rank on a CPU; 0 = this worker's cores over the node's ranks
     # fault injection, for tests of the failure paths
     debug_nonfinite_batches: str = ""  # "3,7": make the loss of these batches (1-based, this process) NaN
     debug_sigkill_at_step: int = 0  # the last rank SIGKILLs itself after this step, once per run directory
@@ -89,7 +90,7 @@ class TrainConfig:
         need(self.num_workers >= 1, "num_workers", "must be >= 1 (one Ray worker per rank; there is no "
                                                    "in-process mode)")
         for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "seed",
-                    "debug_sigkill_at_step"):
+                    "debug_sigkill_at_step", "cpu_threads"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         for key in ("max_minutes", "grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops", "shard_retries",
                     "shard_backoff_s", "shard_wait_s"):

@@ -66,7 +66,8 @@ class Trainer:
         ensure_launcher_env()
         torch.set_flush_denormal(True)
         if not torch.cuda.is_available():  # one thread per core this worker was given: more only oversubscribes
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+            torch.set_num_threads(cfg.cpu_threads or
+                                  max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         if torch.cuda.is_available():  # Ray shares the node's GPUs among its workers: LOCAL_RANK picks this one's
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         init_parallel(cfg.tensor_parallel)

@@ -236,6 +236,8 @@ def test_config_errors_name_the_key():
         load_config("tiny", ["lr=fast"])
     with pytest.raises(FileNotFoundError, match="built-in configs"):
         load_config("nope")
+    with pytest.raises(ConfigKeyError, match="cpu_threads=-1: must be >= 0"):
+        load_config("tiny", ["cpu_threads=-1"])
     assert load_config("tiny", ["seed=3"]).seed == 3
 
 
