@@ -3,7 +3,8 @@
   1. data       fetch LibreOffice help + DDTP en-de (NMT) and the English pretraining corpus (pinned,
                 sha256-checked Debian packages); train the joint tokenizer; write webdataset shards
   2. pretrain   BART-style denoising of monolingual en + de text, 2 Ray workers x ZeRO-2 (optional)
-  3. finetune   en-de NMT, same engine, best checkpoint by dev BLEU
+  3. finetune   en-de NMT, same engine, best checkpoint by dev BLEU: first the AR objective alone
+                (`ar_share` of the time), then the JANUS objective from it
   4. evaluate   AR beam 5 and greedy, NAR mask-predict T=1/4/10 on the whole test split; draft-and-verify
                 on its first pairs
   5. export     safetensors + config + tokenizer + model card, verified
@@ -37,6 +38,10 @@ class DemoConfig:
     warmup_steps: int = 100
     dropout: float = 0.0  # a demo sees its data about once: nothing to regularise against
     pretrain_share: float = 0.0  # of the training time; 0 skips the stage (see the README's recipe table)
+    # of the fine-tuning time, spent on the AR objective alone before JANUS's: an AR step is cheaper and, without
+    # the KL terms that tie it to a still-random NAR and AUX, learns faster; JANUS then trains those from it
+    ar_share: float = 0.7
+    janus_lr: float = 1e-3  # the JANUS stage after an AR stage: a lower peak keeps what the AR stage learned
     reserve_minutes: float = 6.0  # kept for evaluation (the whole test split), export and the stages' start-up
     max_pretrain_steps: int = 0  # > 0: a step cap besides the clock (tests)
     max_finetune_steps: int = 0
@@ -66,7 +71,9 @@ def _stage(run: Path, name: str, title: str, fn):
 def plan(cfg: DemoConfig, seconds_so_far: float) -> dict:
     """Each training stage's minutes, from what the clock has left after the data stage."""
     train = max(1.0, cfg.minutes - seconds_so_far / 60 - cfg.reserve_minutes)
-    return {"pretrain_minutes": train * cfg.pretrain_share, "finetune_minutes": train * (1 - cfg.pretrain_share)}
+    finetune = train * (1 - cfg.pretrain_share)
+    return {"pretrain_minutes": train * cfg.pretrain_share, "finetune_ar_minutes": finetune * cfg.ar_share,
+            "finetune_minutes": finetune * (1 - cfg.ar_share)}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -119,17 +126,25 @@ def run_demo(cfg: DemoConfig) -> dict:
         _stage(run, "pretrain", f"pretrain a {cfg.preset} JANUS for {budget['pretrain_minutes']:.1f} min, "
                                 f"{cfg.workers} Ray workers x DeepSpeed ZeRO-2", pretrain)
 
-    def finetune():
+    def finetune(objective: str, name: str, init: str, minutes: float, lr: float):
         every = max(1, cfg.max_finetune_steps // 2) if cfg.max_finetune_steps else 250
         train, dev = load_finetune_config("small")
-        train = replace(train, run_dir=str(run / "finetune"), tokenizer=info["tokenizer"],
-                        max_minutes=budget["finetune_minutes"], max_steps=cfg.max_finetune_steps or 10 ** 9,
-                        checkpoint_every=every, **common)
-        run_finetune("nmt", info["nmt"], str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch", train,
-                     replace(dev, eval_every=every, dev_examples=cfg.dev_examples))
+        train = replace(train, run_dir=str(run / name), max_minutes=minutes, max_steps=cfg.max_finetune_steps or 10 ** 9,
+                        checkpoint_every=every, **{**common, "lr": lr}, objective=objective, tokenizer=info["tokenizer"])
+        run_finetune("nmt", info["nmt"], init, train, replace(dev, eval_every=every, dev_examples=cfg.dev_examples))
 
-    _stage(run, "finetune", f"fine-tune en-de NMT{' from the pretrained checkpoint' if cfg.pretrain_share > 0 else ''} "
-                            f"for {budget['finetune_minutes']:.1f} min", finetune)
+    init = str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch"
+    if cfg.ar_share > 0:
+        _stage(run, "finetune-ar", f"fine-tune en-de NMT with the AR objective alone for "
+                                   f"{budget['finetune_ar_minutes']:.1f} min",
+               lambda: finetune("ar", "finetune-ar", init, budget["finetune_ar_minutes"], cfg.lr))
+        init = str(run / "finetune-ar")
+    _stage(run, "finetune", f"fine-tune en-de NMT with the JANUS objective"
+                            f"{' from the pretrained checkpoint' if init.endswith('pretrain') else ''}"
+                            f"{' from the AR stage' if init.endswith('finetune-ar') else ''} "
+                            f"for {budget['finetune_minutes']:.1f} min",
+           lambda: finetune("janus", "finetune", init, budget["finetune_minutes"],
+                            cfg.janus_lr if cfg.ar_share > 0 else cfg.lr))
 
     def evaluation():
         model, tok, _ = load_model(run / "finetune")
@@ -152,7 +167,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         return str(out)
 
     _stage(run, "export", "export the fine-tuned model (safetensors, config, tokenizer, card) and verify it", export)
-    for name in ("pretrain", "finetune"):
+    for name in ("pretrain", "finetune-ar", "finetune"):
         if (run / name / "loss.png").is_file():
             shutil.copy(run / name / "loss.png", run / f"loss-{name}.png")
     shutil.copy(run / "eval" / "frontier.png", run / "frontier.png")
@@ -173,16 +188,20 @@ def _samples(pairs: list[tuple[str, str]], results: dict, n: int = 5) -> list[di
 def _report(run: Path, cfg: DemoConfig, info: dict, budget: dict, evaluated: dict, seconds: float) -> dict:
     stages = {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((run / "stages").glob("*.done"))}
     best = json.loads((run / "finetune" / "checkpoints" / "best.json").read_text())
-    stages_run = [name for name in ("pretrain", "finetune") if (run / name / "metrics.jsonl").is_file()]
+    stages_run = [name for name in ("pretrain", "finetune-ar", "finetune") if (run / name / "metrics.jsonl").is_file()]
     last = {name: json.loads((run / name / "metrics.jsonl").read_text().splitlines()[-1]) for name in stages_run}
     trained = []
     if "pretrain" in last:
         trained.append(f"pretrained for {last['pretrain']['step']} steps ({budget['pretrain_minutes']:.1f} min) on "
                        f"monolingual English ({info['english_documents']} documents of the Debian documentation "
                        f"corpus) and the en/de sides of the NMT corpus, then")
-    trained.append(f"fine-tuned {'' if 'pretrain' in last else 'from scratch '}for {last['finetune']['step']} steps "
-                   f"({budget['finetune_minutes']:.1f} min, {last['finetune']['tokens']:,} target tokens) on "
-                   f"LibreOffice help + DDTP en-de")
+    if "finetune-ar" in last:
+        trained.append(f"fine-tuned {'' if 'pretrain' in last else 'from scratch '}with the AR objective alone for "
+                       f"{last['finetune-ar']['step']} steps ({budget['finetune_ar_minutes']:.1f} min, "
+                       f"{last['finetune-ar']['tokens']:,} target tokens), then")
+    trained.append(f"fine-tuned {'' if len(last) > 1 else 'from scratch '}with the JANUS objective for "
+                   f"{last['finetune']['step']} steps ({budget['finetune_minutes']:.1f} min, "
+                   f"{last['finetune']['tokens']:,} target tokens) on LibreOffice help + DDTP en-de")
     scores = evaluated["scores"]
     modes_shown = list(scores)
     sample_rows = []
@@ -202,6 +221,7 @@ def _report(run: Path, cfg: DemoConfig, info: dict, budget: dict, evaluated: dic
              "Five test pairs spread over the split, the reference and every mode's output.", "", *sample_rows,
              "## Curves", "",
              "![pretraining loss](loss-pretrain.png)" if "pretrain" in last else "", "",
+             "![AR-stage loss](loss-finetune-ar.png)" if "finetune-ar" in last else "", "",
              "![fine-tuning loss](loss-finetune.png)", "", "![quality / latency](frontier.png)", "",
              "| stage | seconds |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in stages.items()], "",
              "## A better model", "",
