@@ -69,12 +69,6 @@ OBJECTIVES: dict[str, dict] = {
 }
 
 
-def with_kl_scale(cfg: ObjectiveConfig, scale: float) -> ObjectiveConfig:
-    """The same objective with its three KL terms' weights times `scale` (a KL warm-up)."""
-    return dataclasses.replace(cfg, kl_ar_nar=cfg.kl_ar_nar * scale, kl_ar_aux=cfg.kl_ar_aux * scale,
-                               kl_nar_aux=cfg.kl_nar_aux * scale)
-
-
 def objective(name: str, **overrides) -> ObjectiveConfig:
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")

@@ -41,9 +41,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     lr: float = 1e-3
     warmup_steps: int = 100
-    # > 0: the KL terms' weights rise linearly from 0 to full over this many steps. For a JANUS stage that starts
-    # from an AR model: at full weight at once, the KLs pull its AR towards a still-untrained NAR and AUX
-    kl_warmup_steps: int = 0
     lr_schedule: str = "inverse_sqrt"  # after warmup: inverse_sqrt | polynomial (to lr_end at max_steps)
     lr_end: float = 0.0
     lr_power: float = 1.0  # polynomial decay power (1 = linear)
@@ -93,7 +90,7 @@ class TrainConfig:
         need(self.num_workers >= 1, "num_workers", "must be >= 1 (one Ray worker per rank; there is no "
                                                    "in-process mode)")
         for key in ("keep_checkpoints", "warmup_steps", "loader_workers", "max_failures", "seed",
-                    "debug_sigkill_at_step", "cpu_threads", "kl_warmup_steps"):
+                    "debug_sigkill_at_step", "cpu_threads"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         for key in ("max_minutes", "grad_clip", "weight_decay", "lr_end", "lock_wait_s", "peak_gflops", "shard_retries",
                     "shard_backoff_s", "shard_wait_s"):

@@ -173,13 +173,10 @@ class Trainer:
         `grad_accum` (DeepSpeed accumulates until then): (loss, its terms, whether the step was taken). Or, the
         same on every rank, "stop" (a signal arrived, at the start of a window: nothing trained) or "skip" (a
         rank's loss is non-finite: every rank skips this micro-batch together)."""
-        from janus.objective import compute_loss, with_kl_scale
+        from janus.objective import compute_loss
 
         batch = batch.to(self.engine.device, non_blocking=True)
-        obj = self.objective
-        if self.cfg.kl_warmup_steps:
-            obj = with_kl_scale(obj, min(1.0, (self.counters.step + 1) / self.cfg.kl_warmup_steps))
-        loss, terms = compute_loss(self.engine.module, batch, obj)
+        loss, terms = compute_loss(self.engine.module, batch, self.objective)
         if poison:
             loss = loss * float("nan")
         # one collective and one host sync per step decide for every rank together whether to stop (a signal
