@@ -40,8 +40,7 @@ class DemoConfig:
     pretrain_share: float = 0.0  # of the training time; 0 skips the stage (see the README's recipe table)
     # of the fine-tuning time, spent on the AR objective alone before JANUS's: an AR step is cheaper and, without
     # the KL terms that tie it to a still-random NAR and AUX, learns faster; JANUS then trains those from it
-    ar_share: float = 0.7
-    janus_lr: float = 1e-3  # the JANUS stage after an AR stage: a lower peak keeps what the AR stage learned
+    ar_share: float = 0.5
     reserve_minutes: float = 6.0  # kept for evaluation (the whole test split), export and the stages' start-up
     max_pretrain_steps: int = 0  # > 0: a step cap besides the clock (tests)
     max_finetune_steps: int = 0
@@ -126,25 +125,24 @@ def run_demo(cfg: DemoConfig) -> dict:
         _stage(run, "pretrain", f"pretrain a {cfg.preset} JANUS for {budget['pretrain_minutes']:.1f} min, "
                                 f"{cfg.workers} Ray workers x DeepSpeed ZeRO-2", pretrain)
 
-    def finetune(objective: str, name: str, init: str, minutes: float, lr: float):
+    def finetune(objective: str, name: str, init: str, minutes: float):
         every = max(1, cfg.max_finetune_steps // 2) if cfg.max_finetune_steps else 250
         train, dev = load_finetune_config("small")
         train = replace(train, run_dir=str(run / name), max_minutes=minutes, max_steps=cfg.max_finetune_steps or 10 ** 9,
-                        checkpoint_every=every, **{**common, "lr": lr}, objective=objective, tokenizer=info["tokenizer"])
+                        checkpoint_every=every, objective=objective, tokenizer=info["tokenizer"], **common)
         run_finetune("nmt", info["nmt"], init, train, replace(dev, eval_every=every, dev_examples=cfg.dev_examples))
 
     init = str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch"
     if cfg.ar_share > 0:
         _stage(run, "finetune-ar", f"fine-tune en-de NMT with the AR objective alone for "
                                    f"{budget['finetune_ar_minutes']:.1f} min",
-               lambda: finetune("ar", "finetune-ar", init, budget["finetune_ar_minutes"], cfg.lr))
+               lambda: finetune("ar", "finetune-ar", init, budget["finetune_ar_minutes"]))
         init = str(run / "finetune-ar")
     _stage(run, "finetune", f"fine-tune en-de NMT with the JANUS objective"
                             f"{' from the pretrained checkpoint' if init.endswith('pretrain') else ''}"
                             f"{' from the AR stage' if init.endswith('finetune-ar') else ''} "
                             f"for {budget['finetune_minutes']:.1f} min",
-           lambda: finetune("janus", "finetune", init, budget["finetune_minutes"],
-                            cfg.janus_lr if cfg.ar_share > 0 else cfg.lr))
+           lambda: finetune("janus", "finetune", init, budget["finetune_minutes"]))
 
     def evaluation():
         model, tok, _ = load_model(run / "finetune")
