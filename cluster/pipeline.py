@@ -51,6 +51,12 @@ class DemoConfig:
     dev_examples: int = 100
     seed: int = 0
 
+    def validate(self) -> "DemoConfig":
+        for flag, value in (("--pretrain-share", self.pretrain_share), ("--ar-share", self.ar_share)):
+            if not 0.0 <= value < 1.0:  # at 1 the next stage would get no time, and a 0-minute clock means none
+                raise ValueError(f"{flag} {value:g} must be in [0, 1): the fraction of the time given to that stage")
+        return self
+
 
 def _stage(run: Path, name: str, title: str, fn):
     marker = run / "stages" / f"{name}.done"
@@ -89,6 +95,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from pretrain.shards import write_block_shards
     from pretrain.launch import run_training
 
+    cfg.validate()
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "demo-config.json").write_text(json.dumps(asdict(cfg), indent=2))

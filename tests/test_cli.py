@@ -27,6 +27,9 @@ def test_bad_input_gives_one_line_error():
     assert proc.stderr.strip().count("\n") == 0 and "--pair 'english' must look like SRC-TGT" in proc.stderr
     proc = janus("data", "fetch", "nope")
     assert proc.returncode == 2 and "available: nmt, summarization, dialogue, qg, pretrain-en" in proc.stderr
+    proc = janus("demo", "--run-dir", "never-made", "--ar-share", "1")
+    assert proc.returncode == 2 and "--ar-share 1 must be in [0, 1)" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     proc = janus("study", "nmt,translation", "--budget", "10")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "unknown ['translation']" in proc.stderr and "nmt,summarization,dialogue" in proc.stderr
