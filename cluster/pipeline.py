@@ -41,6 +41,9 @@ class DemoConfig:
     # of the fine-tuning time, spent on the AR objective alone before JANUS's: an AR step is cheaper and, without
     # the KL terms that tie it to a still-random NAR and AUX, learns faster; JANUS then trains those from it
     ar_share: float = 0.5
+    # the JANUS stage's SKL weights times this: at 1 (as released) the three consistency terms pull the AR
+    # stage's model down to its still-weak NAR and AUX within 100 steps (README, recipe table)
+    kl_scale: float = 0.1
     reserve_minutes: float = 6.0  # kept for evaluation (the whole test split), export and the stages' start-up
     max_pretrain_steps: int = 0  # > 0: a step cap besides the clock (tests)
     max_finetune_steps: int = 0
@@ -55,6 +58,8 @@ class DemoConfig:
         for flag, value in (("--pretrain-share", self.pretrain_share), ("--ar-share", self.ar_share)):
             if not 0.0 <= value < 1.0:  # at 1 the next stage would get no time, and a 0-minute clock means none
                 raise ValueError(f"{flag} {value:g} must be in [0, 1): the fraction of the time given to that stage")
+        if self.kl_scale < 0:
+            raise ValueError(f"--kl-scale {self.kl_scale:g} must be >= 0 (1: the KL weights as released)")
         return self
 
 
@@ -136,7 +141,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         every = max(1, cfg.max_finetune_steps // 2) if cfg.max_finetune_steps else 250
         train, dev = load_finetune_config("small")
         train = replace(train, run_dir=str(run / name), max_minutes=minutes, max_steps=cfg.max_finetune_steps or 10 ** 9,
-                        checkpoint_every=every, objective=objective, tokenizer=info["tokenizer"], **common)
+                        checkpoint_every=every, objective=objective, kl_scale=cfg.kl_scale, tokenizer=info["tokenizer"],
+                        **common)
         run_finetune("nmt", info["nmt"], init, train, replace(dev, eval_every=every, dev_examples=cfg.dev_examples))
 
     init = str(run / "pretrain") if cfg.pretrain_share > 0 else "scratch"
@@ -145,7 +151,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                                    f"{budget['finetune_ar_minutes']:.1f} min",
                lambda: finetune("ar", "finetune-ar", init, budget["finetune_ar_minutes"]))
         init = str(run / "finetune-ar")
-    _stage(run, "finetune", f"fine-tune en-de NMT with the JANUS objective"
+    kl = f" (KL weights x{cfg.kl_scale:g})" if cfg.kl_scale != 1 else ""
+    _stage(run, "finetune", f"fine-tune en-de NMT with the JANUS objective{kl}"
                             f"{' from the pretrained checkpoint' if init.endswith('pretrain') else ''}"
                             f"{' from the AR stage' if init.endswith('finetune-ar') else ''} "
                             f"for {budget['finetune_minutes']:.1f} min",
@@ -204,7 +211,8 @@ def _report(run: Path, cfg: DemoConfig, info: dict, budget: dict, evaluated: dic
         trained.append(f"fine-tuned {'' if 'pretrain' in last else 'from scratch '}with the AR objective alone for "
                        f"{last['finetune-ar']['step']} steps ({budget['finetune_ar_minutes']:.1f} min, "
                        f"{last['finetune-ar']['tokens']:,} target tokens), then")
-    trained.append(f"fine-tuned {'' if len(last) > 1 else 'from scratch '}with the JANUS objective for "
+    kl = f" (its three KL weights x{cfg.kl_scale:g})" if cfg.kl_scale != 1 else ""
+    trained.append(f"fine-tuned {'' if len(last) > 1 else 'from scratch '}with the JANUS objective{kl} for "
                    f"{last['finetune']['step']} steps ({budget['finetune_minutes']:.1f} min, "
                    f"{last['finetune']['tokens']:,} target tokens) on LibreOffice help + DDTP en-de")
     scores = evaluated["scores"]

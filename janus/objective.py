@@ -69,10 +69,15 @@ OBJECTIVES: dict[str, dict] = {
 }
 
 
-def objective(name: str, **overrides) -> ObjectiveConfig:
+KL_TERMS = ("kl_ar_nar", "kl_ar_aux", "kl_nar_aux")
+
+
+def objective(name: str, kl_scale: float = 1.0, **overrides) -> ObjectiveConfig:
+    """The named objective, with `overrides`, and its SKL weights times `kl_scale`."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
-    return dataclasses.replace(ObjectiveConfig(**OBJECTIVES[name]), **overrides)
+    cfg = dataclasses.replace(ObjectiveConfig(**OBJECTIVES[name]), **overrides)
+    return dataclasses.replace(cfg, **{term: getattr(cfg, term) * kl_scale for term in KL_TERMS})
 
 
 @dataclass

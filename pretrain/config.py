@@ -58,6 +58,10 @@ class TrainConfig:
     lock_wait_s: float = 60.0  # how long a start waits for another live run of this run_dir to exit
     init: str = ""  # start from these weights (an export or a checkpoint step directory) when the run has none
     dropout: float = -1.0  # >= 0 replaces the preset's dropout (the release trains NMT at 0.3)
+    # multiplies the objective's three SKL weights (1: as released). The consistency terms pull P_AR towards
+    # the NAR and AUX distributions, which pays after long training but costs AR in a short one (the CPU
+    # demo uses 0.1: README, recipe table)
+    kl_scale: float = 1.0
     peak_gflops: float = 0.0  # per-rank matmul peak for MFU; 0 = measure at start
     cpu_threads: int = 0  # torch threads per rank on a CPU; 0 = this worker's cores over the node's ranks
     # fault injection, for tests of the failure paths
@@ -97,6 +101,7 @@ class TrainConfig:
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.lr > 0, "lr", "must be > 0")
         need(self.dropout < 1.0, "dropout", "must be below 1 (or < 0 for the preset's)")
+        need(self.kl_scale >= 0, "kl_scale", "must be >= 0 (1: the objective's weights as released)")
         need(self.shard_timeout_s > 0, "shard_timeout_s", "must be > 0")
         need(not self.shard_reader or "{url}" in self.shard_reader, "shard_reader",
              "must contain {url}, e.g. 'aws s3 cp {url} -'")

@@ -103,7 +103,7 @@ class Trainer:
                     torch.cuda.set_rng_state(own["cuda_rng"])
         else:  # dropout masks: different per data-parallel rank, identical across TP ranks
             torch.manual_seed(cfg.seed + 1000 * dp_rank)
-        self.objective = objective(cfg.objective)
+        self.objective = objective(cfg.objective, cfg.kl_scale)
         self.loader = self._loader(dp_rank, dp_world, loader_state, start.elastic)
         peak = torch.tensor([cfg.peak_gflops or measure_peak_gflops(reps=5)])
         dist.all_reduce(peak)  # MFU is relative to the sum of every rank's peak

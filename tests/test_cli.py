@@ -30,6 +30,9 @@ def test_bad_input_gives_one_line_error():
     proc = janus("demo", "--run-dir", "never-made", "--ar-share", "1")
     assert proc.returncode == 2 and "--ar-share 1 must be in [0, 1)" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+    proc = janus("demo", "--run-dir", "never-made", "--kl-scale", "-1")
+    assert proc.returncode == 2 and "--kl-scale -1 must be >= 0" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     proc = janus("study", "nmt,translation", "--budget", "10")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "unknown ['translation']" in proc.stderr and "nmt,summarization,dialogue" in proc.stderr

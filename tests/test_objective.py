@@ -43,6 +43,17 @@ def test_each_weight_is_configurable(setup):
         assert torch.allclose(total, base_total + terms[name], atol=1e-5), name
 
 
+def test_kl_scale_multiplies_the_three_kl_weights_only(setup):
+    model, batch = setup
+    base_total, terms = compute_loss(model, batch, objective("janus"))
+    total, _ = compute_loss(model, batch, objective("janus", 0.1))
+    kl = terms["kl_ar_nar"] + 3.0 * terms["kl_ar_aux"] + terms["kl_nar_aux"]
+    assert torch.allclose(total, base_total - 0.9 * kl, atol=1e-5)
+    scaled = objective("janus", 0.0)
+    assert (scaled.kl_ar_nar, scaled.kl_ar_aux, scaled.kl_nar_aux, scaled.ar, scaled.nar, scaled.aux) == \
+        (0.0, 0.0, 0.0, 1.0, 0.5, 0.5)
+
+
 def test_released_nmt_weights_and_pretraining_formula():
     nmt = objective("janus")
     assert (nmt.ar, nmt.kl_ar_nar, nmt.kl_ar_aux, nmt.aux, nmt.nar, nmt.length, nmt.kl_nar_aux) == \
