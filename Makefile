@@ -25,7 +25,7 @@ export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 1099511627776
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 bench: setup
 	$(BIN)/janus bench model --preset small --out runs/bench/model.json
