@@ -140,8 +140,8 @@ class TiedOutput(nn.Module):
         super().__init__()
         self.weight = embed.weight
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(copy_to_tp(hidden), self.weight)
+    def forward(self, hidden: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        return F.linear(copy_to_tp(hidden), self.weight, offset)  # the offset as the GEMM's bias: no extra pass
 
 
 @dataclass
@@ -201,7 +201,7 @@ class JanusModel(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied output projection: this rank's vocab shard of the logits."""
-        return self.output(hidden) + self.never.to(hidden.dtype)
+        return self.output(hidden, self.never.to(hidden.dtype))
 
     # ---- encoder ----
     def encode(self, src: torch.Tensor) -> Encoded:

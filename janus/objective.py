@@ -102,7 +102,7 @@ def label_smoothed_nll(logp: torch.Tensor, target: torch.Tensor, valid: torch.Te
                        allowed: torch.Tensor, n_allowed: int) -> torch.Tensor:
     """Label smoothing spreads eps over the ids that can be a target (`allowed`, this rank's shard of them)."""
     nll = -vocab_pick(logp, target)
-    loss = (1.0 - eps) * nll - eps * vocab_sum(logp.masked_fill(~allowed, 0.0)) / n_allowed if eps > 0 else nll
+    loss = (1.0 - eps) * nll - eps * vocab_sum(logp, allowed.to(logp.dtype)) / n_allowed if eps > 0 else nll
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
@@ -110,9 +110,13 @@ def _targets(model: JanusModel) -> tuple[torch.Tensor, int]:
     return model.allowed, model.n_targets
 
 
-def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(KL(p||q) + KL(q||p)) / 2 = sum_v (p - q)(log p - log q) / 2, mean over valid positions."""
-    skl = 0.5 * vocab_sum((logp.exp() - logq.exp()) * (logp - logq))
+def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor, valid: torch.Tensor, p: torch.Tensor | None = None,
+                 q: torch.Tensor | None = None) -> torch.Tensor:
+    """(KL(p||q) + KL(q||p)) / 2 = sum_v (p - q)(log p - log q) / 2, mean over valid positions. `p`, `q`:
+    exp(logp), exp(logq) when the caller has them (each distribution enters two of JANUS's three terms)."""
+    p = logp.exp() if p is None else p
+    q = logq.exp() if q is None else q
+    skl = 0.5 * vocab_sum((p - q) * (logp - logq))
     return (skl * valid).sum() / valid.sum().clamp(min=1)
 
 
@@ -180,15 +184,18 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         h_nar = h[:, :length].gather(1, mpos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         logp_nar = vocab_parallel_log_softmax(model.logits(h_nar))
         terms["nar"] = label_smoothed_nll(logp_nar, y_m, valid_m, eps, *_targets(model))
+        p_nar = logp_nar.exp() if cfg.needs_ar or cfg.needs_aux else None  # for the KL terms
         if cfg.needs_aux:
             k = mpos.shape[1]
             logp_aux = vocab_parallel_log_softmax(model.logits(h[:, length + k:]))
+            p_aux = logp_aux.exp()
             terms["aux"] = label_smoothed_nll(logp_aux, y_m, valid_m, eps, *_targets(model))
-            terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m)
+            terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m, p_nar, p_aux)
         if cfg.needs_ar:
-            terms["kl_ar_nar"] = symmetric_kl(logp_ar_m, logp_nar, valid_m)
+            p_ar_m = logp_ar_m.exp()
+            terms["kl_ar_nar"] = symmetric_kl(logp_ar_m, logp_nar, valid_m, p_ar_m, p_nar)
         if cfg.needs_ar and cfg.needs_aux:
-            terms["kl_ar_aux"] = symmetric_kl(logp_ar_m, logp_aux, valid_m)
+            terms["kl_ar_aux"] = symmetric_kl(logp_ar_m, logp_aux, valid_m, p_ar_m, p_aux)
         terms["length"] = F.cross_entropy(enc.length_logits.float(),
                                           length_targets(tgt, mc.pad_id, mc.max_length_classes))
 

@@ -148,6 +148,8 @@ class _AllReduceSumForSharded(torch.autograd.Function):
 def vocab_parallel_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """log_softmax over a vocab sharded across TP ranks; returns this rank's shard of log-probs."""
     logits = logits.float()
+    if tp_size() == 1:  # one fused kernel, forward and backward (the decomposed form costs 2x at vocab size)
+        return torch.log_softmax(logits, dim=-1)
     row_max = logits.max(dim=-1, keepdim=True).values.detach().clone()
     if tp_size() > 1:
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=tp_group())
@@ -157,9 +159,10 @@ def vocab_parallel_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits - row_max - sum_exp.log()
 
 
-def vocab_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum over the (sharded) last dim, all-reduced over TP ranks, differentiably."""
-    return reduce_from_tp(x.sum(dim=-1))
+def vocab_sum(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over the (sharded) last dim, each entry times `weights` [V_local] if given, all-reduced over TP
+    ranks, differentiably. A weighted sum is one GEMV: no vocab-sized product is written."""
+    return reduce_from_tp(x.sum(dim=-1) if weights is None else x @ weights)
 
 
 def vocab_pick(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,9 @@ def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
     assert json.loads((run / "finetune-ar" / "config.json").read_text())["objective"] == "ar"
     janus_stage = json.loads((run / "finetune" / "config.json").read_text())
     assert janus_stage["objective"] == "janus" and janus_stage["kl_scale"] == 0.1  # the demo's short-run recipe
+    ar_stage = json.loads((run / "finetune-ar" / "config.json").read_text())
+    # one linear decay over both stages: the AR stage ends at the lr the JANUS stage starts from
+    assert (ar_stage["lr"], ar_stage["lr_end"], janus_stage["lr"], janus_stage["lr_end"]) == (3e-3, 1.5e-3, 1.5e-3, 0.0)
     report = (run / "report.md").read_text()
     for needle in ("| ar_beam5 | 6 |", "| nar_T4 | 6 |", "| draft | 3 |", "sacreBLEU signature", "loss-pretrain.png",
                    "frontier.png", "## Sample translations", "| reference |", "janus demo --minutes 9"):
