@@ -270,6 +270,7 @@ def _demo(args) -> int:
 
     run_demo(DemoConfig(run_dir=args.run_dir, minutes=args.minutes, preset=args.preset, vocab_size=args.vocab_size,
                         pretrain_share=args.pretrain_share, ar_share=args.ar_share, kl_scale=args.kl_scale,
+                        ar_stage_objective=args.ar_stage_objective,
                         max_pretrain_steps=args.max_pretrain_steps,
                         max_finetune_steps=args.max_finetune_steps, eval_examples=args.eval_examples,
                         draft_examples=args.draft_examples, latency_examples=args.latency_examples,
@@ -308,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pretrain-share", type=float, default=defaults.pretrain_share,
                       help="fraction of the training time spent pretraining (0: fine-tune from scratch)")
     demo.add_argument("--ar-share", type=float, default=defaults.ar_share,
-                      help="fraction of the fine-tuning time on the AR objective alone before JANUS's (0: JANUS only)")
+                      help="fraction of the fine-tuning time on the AR stage before JANUS's (0: JANUS only)")
+    demo.add_argument("--ar-stage-objective", choices=("ar", "ar-cmlm"), default=defaults.ar_stage_objective,
+                      help="the AR stage's objective: ar-cmlm (AR and CMLM losses) or ar (the AR loss alone)")
     demo.add_argument("--kl-scale", type=float, default=defaults.kl_scale,
                       help="the JANUS stage's KL weights times this (1: as released)")
     demo.add_argument("--max-pretrain-steps", type=int, default=0, help="a step cap besides the clock")

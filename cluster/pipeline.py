@@ -3,8 +3,8 @@
   1. data       fetch LibreOffice help + DDTP en-de (NMT) and the English pretraining corpus (pinned,
                 sha256-checked Debian packages); train the joint tokenizer; write webdataset shards
   2. pretrain   BART-style denoising of monolingual en + de text, 2 Ray workers x ZeRO-2 (optional)
-  3. finetune   en-de NMT, same engine, best checkpoint by dev BLEU: first the AR objective alone
-                (`ar_share` of the time), then the JANUS objective from it
+  3. finetune   en-de NMT, same engine, best checkpoint by dev BLEU: first the AR stage (`ar_share` of the
+                time: AR and CMLM losses, or AR alone), then the JANUS objective from it
   4. evaluate   AR beam 5 and greedy, NAR mask-predict T=1/4/10 on the whole test split; draft-and-verify
                 on its first pairs
   5. export     safetensors + config + tokenizer + model card, verified
@@ -41,6 +41,9 @@ class DemoConfig:
     # of the fine-tuning time, spent on the AR objective alone before JANUS's: an AR step is cheaper and, without
     # the KL terms that tie it to a still-random NAR and AUX, learns faster; JANUS then trains those from it
     ar_share: float = 0.5
+    # the AR stage's objective: "ar-cmlm" (JANUS's AR and NAR losses, without P_AUX and the KL terms) also trains
+    # the NAR, which otherwise starts in the JANUS stage at half the peak lr; "ar": the AR loss alone
+    ar_stage_objective: str = "ar-cmlm"
     # the JANUS stage's SKL weights times this: at 1 (as released) the three consistency terms pull the AR
     # stage's model down to its still-weak NAR and AUX within 100 steps (README, recipe table)
     kl_scale: float = 0.1
@@ -59,6 +62,8 @@ class DemoConfig:
         for flag, value in (("--pretrain-share", self.pretrain_share), ("--ar-share", self.ar_share)):
             if not 0.0 <= value < 1.0:  # at 1 the next stage would get no time, and a 0-minute clock means none
                 raise ValueError(f"{flag} {value:g} must be in [0, 1): the fraction of the time given to that stage")
+        if self.ar_stage_objective not in ("ar", "ar-cmlm"):
+            raise ValueError(f"--ar-stage-objective {self.ar_stage_objective!r}: choose ar or ar-cmlm")
         if self.kl_scale < 0:
             raise ValueError(f"--kl-scale {self.kl_scale:g} must be >= 0 (1: the KL weights as released)")
         return self
@@ -151,9 +156,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     # to 0 and warming the JANUS stage up to the peak again knocked the AR stage's model back: dev BLEU 12.3 -> 5.9.)
     switch_lr = cfg.lr * (1 - cfg.ar_share)
     if cfg.ar_share > 0:
-        _stage(run, "finetune-ar", f"fine-tune en-de NMT with the AR objective alone for "
+        _stage(run, "finetune-ar", f"fine-tune en-de NMT with the {cfg.ar_stage_objective} objective for "
                                    f"{budget['finetune_ar_minutes']:.1f} min, lr {cfg.lr:g} -> {switch_lr:g}",
-               lambda: finetune("ar", "finetune-ar", init, budget["finetune_ar_minutes"], cfg.lr, switch_lr))
+               lambda: finetune(cfg.ar_stage_objective, "finetune-ar", init, budget["finetune_ar_minutes"], cfg.lr,
+                                switch_lr))
         init = str(run / "finetune-ar")
     kl = f" (KL weights x{cfg.kl_scale:g})" if cfg.kl_scale != 1 else ""
     _stage(run, "finetune", f"fine-tune en-de NMT with the JANUS objective{kl}"
@@ -212,7 +218,8 @@ def _report(run: Path, cfg: DemoConfig, info: dict, budget: dict, evaluated: dic
                        f"monolingual English ({info['english_documents']} documents of the Debian documentation "
                        f"corpus) and the en/de sides of the NMT corpus, then")
     if "finetune-ar" in last:
-        trained.append(f"fine-tuned {'' if 'pretrain' in last else 'from scratch '}with the AR objective alone for "
+        trained.append(f"fine-tuned {'' if 'pretrain' in last else 'from scratch '}with the {cfg.ar_stage_objective} objective "
+                       f"({'AR and CMLM losses' if cfg.ar_stage_objective == 'ar-cmlm' else 'the AR loss alone'}) for "
                        f"{last['finetune-ar']['step']} steps ({budget['finetune_ar_minutes']:.1f} min, "
                        f"{last['finetune-ar']['tokens']:,} target tokens), then")
     kl = f" (its three KL weights x{cfg.kl_scale:g})" if cfg.kl_scale != 1 else ""

@@ -60,6 +60,8 @@ OBJECTIVES: dict[str, dict] = {
     # the R-Drop control: AR with a consistency term between two dropout passes (R-Drop's default alpha)
     "ar-rdrop": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.0, length=0.0, kl_nar_aux=0.0, rdrop=5.0),
     "cmlm": dict(ar=0.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=1.0, length=0.1, kl_nar_aux=0.0),
+    # JANUS without P_AUX and the KL terms: AR and CMLM losses on one decoder (the demo's first stage)
+    "ar-cmlm": dict(ar=1.0, kl_ar_nar=0.0, kl_ar_aux=0.0, aux=0.0, nar=0.5, length=0.1, kl_nar_aux=0.0),
     # BANG (Qi et al., 2021): 4 predicting streams, AR to NAR, masks as in microsoft/BANG's code
     "bang": _BANG,
     # the same with the paper's cross-stream-visible [MASK]s (see janus.masks.bang_items)
@@ -184,17 +186,19 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         h_nar = h[:, :length].gather(1, mpos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         logp_nar = vocab_parallel_log_softmax(model.logits(h_nar))
         terms["nar"] = label_smoothed_nll(logp_nar, y_m, valid_m, eps, *_targets(model))
-        p_nar = logp_nar.exp() if cfg.needs_ar or cfg.needs_aux else None  # for the KL terms
+        # a KL term at weight 0 is not computed; each distribution's probabilities are computed once
+        p_nar = logp_nar.exp() if cfg.kl_ar_nar > 0 or cfg.kl_nar_aux > 0 else None
+        p_ar_m = logp_ar_m.exp() if cfg.needs_ar and (cfg.kl_ar_nar > 0 or cfg.kl_ar_aux > 0) else None
         if cfg.needs_aux:
             k = mpos.shape[1]
             logp_aux = vocab_parallel_log_softmax(model.logits(h[:, length + k:]))
-            p_aux = logp_aux.exp()
+            p_aux = logp_aux.exp() if cfg.kl_ar_aux > 0 or cfg.kl_nar_aux > 0 else None
             terms["aux"] = label_smoothed_nll(logp_aux, y_m, valid_m, eps, *_targets(model))
-            terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m, p_nar, p_aux)
-        if cfg.needs_ar:
-            p_ar_m = logp_ar_m.exp()
+            if cfg.kl_nar_aux > 0:
+                terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m, p_nar, p_aux)
+        if cfg.needs_ar and cfg.kl_ar_nar > 0:
             terms["kl_ar_nar"] = symmetric_kl(logp_ar_m, logp_nar, valid_m, p_ar_m, p_nar)
-        if cfg.needs_ar and cfg.needs_aux:
+        if cfg.needs_ar and cfg.needs_aux and cfg.kl_ar_aux > 0:
             terms["kl_ar_aux"] = symmetric_kl(logp_ar_m, logp_aux, valid_m, p_ar_m, p_aux)
         terms["length"] = F.cross_entropy(enc.length_logits.float(),
                                           length_targets(tgt, mc.pad_id, mc.max_length_classes))

@@ -27,7 +27,7 @@ def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
     plan = json.loads((run / "plan.json").read_text())
     # the clock split by --pretrain-share, then the fine-tuning time by --ar-share
     assert plan["pretrain_minutes"] == 2 * plan["finetune_ar_minutes"] == 2 * plan["finetune_minutes"] > 0
-    assert json.loads((run / "finetune-ar" / "config.json").read_text())["objective"] == "ar"
+    assert json.loads((run / "finetune-ar" / "config.json").read_text())["objective"] == "ar-cmlm"
     janus_stage = json.loads((run / "finetune" / "config.json").read_text())
     assert janus_stage["objective"] == "janus" and janus_stage["kl_scale"] == 0.1  # the demo's short-run recipe
     ar_stage = json.loads((run / "finetune-ar" / "config.json").read_text())
