@@ -188,7 +188,7 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
         terms["nar"] = label_smoothed_nll(logp_nar, y_m, valid_m, eps, *_targets(model))
         # a KL term at weight 0 is not computed; each distribution's probabilities are computed once
         p_nar = logp_nar.exp() if cfg.kl_ar_nar > 0 or cfg.kl_nar_aux > 0 else None
-        p_ar_m = logp_ar_m.exp() if cfg.needs_ar and (cfg.kl_ar_nar > 0 or cfg.kl_ar_aux > 0) else None
+        p_ar_m = logp_ar_m.exp() if cfg.kl_ar_nar > 0 or cfg.kl_ar_aux > 0 else None  # (either implies needs_ar)
         if cfg.needs_aux:
             k = mpos.shape[1]
             logp_aux = vocab_parallel_log_softmax(model.logits(h[:, length + k:]))
@@ -196,9 +196,9 @@ def compute_loss(model: JanusModel, batch: Batch, cfg: ObjectiveConfig) -> tuple
             terms["aux"] = label_smoothed_nll(logp_aux, y_m, valid_m, eps, *_targets(model))
             if cfg.kl_nar_aux > 0:
                 terms["kl_nar_aux"] = symmetric_kl(logp_nar, logp_aux, valid_m, p_nar, p_aux)
-        if cfg.needs_ar and cfg.kl_ar_nar > 0:
+        if cfg.kl_ar_nar > 0:
             terms["kl_ar_nar"] = symmetric_kl(logp_ar_m, logp_nar, valid_m, p_ar_m, p_nar)
-        if cfg.needs_ar and cfg.needs_aux and cfg.kl_ar_aux > 0:
+        if cfg.kl_ar_aux > 0:
             terms["kl_ar_aux"] = symmetric_kl(logp_ar_m, logp_aux, valid_m, p_ar_m, p_aux)
         terms["length"] = F.cross_entropy(enc.length_logits.float(),
                                           length_targets(tgt, mc.pad_id, mc.max_length_classes))

@@ -151,11 +151,8 @@ def vocab_parallel_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     if tp_size() == 1:  # one fused kernel, forward and backward (the decomposed form costs 2x at vocab size)
         return torch.log_softmax(logits, dim=-1)
     row_max = logits.max(dim=-1, keepdim=True).values.detach().clone()
-    if tp_size() > 1:
-        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=tp_group())
-    sum_exp = (logits - row_max).exp().sum(dim=-1, keepdim=True)
-    if tp_size() > 1:
-        sum_exp = _AllReduceSumForSharded.apply(sum_exp)
+    dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=tp_group())
+    sum_exp = _AllReduceSumForSharded.apply((logits - row_max).exp().sum(dim=-1, keepdim=True))
     return logits - row_max - sum_exp.log()
 
 
