@@ -41,6 +41,9 @@ def test_demo_pipeline_end_to_end_and_resumes(tmp_path, nmt_dir):
     for png in ("loss-pretrain.png", "loss-finetune-ar.png", "loss-finetune.png", "frontier.png"):
         assert (run / png).stat().st_size > 10_000, png
     assert verify_export(run / "export") == []
+    # the JANUS stage's last checkpoint is the model evaluated and exported, whichever had the best dev BLEU
+    assert json.loads((run / "export" / "config.json").read_text())["source"]["step"] == 4
+    assert "the last checkpoint (step 4, dev BLEU" in report
     assert "| nar_T10 |" in done.stdout  # the final table is printed
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
